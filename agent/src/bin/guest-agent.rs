@@ -1,1 +1,102 @@
-fn main() {}
+//! `guest-agent`: runs inside the VM and serves boxlite.v1.Guest.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use guest_agent::config::Config;
+use guest_agent::freezer::presync::PresyncConfig;
+use guest_agent::freezer::{Freezer, FreezerConfig};
+use guest_agent::init::{InitOptions, Initializer};
+use guest_agent::logging;
+use guest_agent::server::{serve, ServeOptions};
+use guest_agent::service::{GuestService, VERSION};
+use guest_agent::shutdown::Shutdown;
+use guest_transport::ListenOptions;
+
+fn main() -> ExitCode {
+    let cfg = Config::parse();
+    logging::init(cfg.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("guest-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    let listen = cfg.listeners()?;
+    if cfg.freeze_only.is_empty() {
+        tracing::warn!(
+            "no --freeze-only given: every eligible filesystem will be frozen by Quiesce"
+        );
+    }
+    let freezer = Freezer::new(FreezerConfig {
+        freeze_only: cfg.freeze_only.clone(),
+        watchdog_timeout: cfg.freeze_timeout,
+        operation_timeout: cfg.operation_timeout,
+        presync: (!cfg.no_presync).then(PresyncConfig::default),
+        parallel: !cfg.no_parallel_freeze,
+    });
+    let shutdown = Shutdown::new();
+    let service = GuestService::new(
+        freezer.clone(),
+        Arc::new(Initializer::new(InitOptions::default())),
+        shutdown.clone(),
+    );
+    tokio::spawn(on_signals(shutdown.clone()));
+    tracing::info!(
+        version = VERSION,
+        pid = std::process::id(),
+        "guest-agent starting"
+    );
+    let opts = ServeOptions {
+        listen,
+        listen_options: ListenOptions {
+            allowed_cids: cfg.allowed_cids(),
+            allow_remote: cfg.allow_remote,
+        },
+        max_message_bytes: cfg.max_message_bytes,
+    };
+    let served = serve(opts, service, shutdown).await;
+    // Whatever happened, never exit holding a freeze.
+    match freezer.thaw().await {
+        Ok(r) if r.thawed_count > 0 => tracing::info!(count = r.thawed_count, "thawed on exit"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "thaw on exit failed; filesystems may still be frozen")
+        }
+    }
+    served.map_err(|e| e.to_string())?;
+    tracing::info!("guest-agent stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT end the agent cleanly (the exit path thaws).
+async fn on_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    shutdown.trigger();
+}

@@ -1,0 +1,137 @@
+//! Command line of `guest-agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use guest_transport::ListenUri;
+
+/// Default vsock port of the Guest service (boxlite's).
+pub const DEFAULT_VSOCK_PORT: u32 = 2695;
+
+/// Guest agent for microVMs: serves boxlite.v1.Guest (Init, Ping, Shutdown, Quiesce, Thaw,
+/// FreezeStatus) so the host can take point-in-time consistent snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "guest-agent", version, about, long_about = None)]
+pub struct Config {
+    /// Where to serve (repeatable): vsock://CID:PORT, unix:///path, tcp://ADDR:PORT.
+    /// Default: vsock://-1:2695 when /dev/vsock exists.
+    #[arg(long = "listen", value_name = "URI")]
+    pub listen: Vec<ListenUri>,
+
+    /// vsock peer CIDs allowed to connect (repeatable). Default: 2, the host.
+    #[arg(long = "allow-cid", value_name = "CID")]
+    pub allow_cid: Vec<u32>,
+
+    /// Allow tcp:// listeners on non-loopback addresses.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Only mounts at or below these paths may be frozen (repeatable). Without it every
+    /// eligible filesystem is frozen, as in a real guest. Development machines must set it.
+    #[arg(long = "freeze-only", value_name = "PATH")]
+    pub freeze_only: Vec<PathBuf>,
+
+    /// Thaw automatically when no Thaw arrives this many seconds after a Quiesce.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub freeze_timeout: Duration,
+
+    /// Longest a Quiesce or Thaw call waits for the kernel before returning DeadlineExceeded.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub operation_timeout: Duration,
+
+    /// Do not sync filesystems in parallel before freezing (pre-sync shortens the frozen
+    /// window; off only for comparison or caution).
+    #[arg(long)]
+    pub no_presync: bool,
+
+    /// Freeze independent filesystems one at a time instead of concurrently.
+    #[arg(long)]
+    pub no_parallel_freeze: bool,
+
+    /// Largest request accepted, in bytes; larger ones get ResourceExhausted.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines on stderr look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable text.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses seconds with an optional fraction (`0.5`, `60`).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > 86_400.0 * 7.0 {
+        return Err(format!("{s:?} must be between 0 and 604800 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// The listeners to open: the given ones, or the default vsock port when /dev/vsock exists.
+    pub fn listeners(&self) -> Result<Vec<ListenUri>, String> {
+        if !self.listen.is_empty() {
+            return Ok(self.listen.clone());
+        }
+        if std::path::Path::new("/dev/vsock").exists() {
+            return Ok(vec![format!("vsock://-1:{DEFAULT_VSOCK_PORT}")
+                .parse()
+                .map_err(|e| format!("{e}"))?]);
+        }
+        Err("no --listen given and /dev/vsock does not exist; use e.g. --listen unix:///run/guest-agent.sock".into())
+    }
+
+    /// The vsock CIDs allowed to connect.
+    pub fn allowed_cids(&self) -> Vec<u32> {
+        if self.allow_cid.is_empty() {
+            vec![2]
+        } else {
+            self.allow_cid.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_command_line() {
+        let c = Config::try_parse_from([
+            "guest-agent",
+            "--listen",
+            "unix:///run/a.sock",
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--freeze-only",
+            "/mnt/scratch",
+            "--freeze-timeout",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.freeze_timeout, Duration::from_millis(2500));
+        assert_eq!(c.freeze_only, vec![PathBuf::from("/mnt/scratch")]);
+        assert_eq!(c.allowed_cids(), vec![2]);
+        assert_eq!(c.listeners().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_durations_and_uris() {
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("abc").is_err());
+        assert!(Config::try_parse_from(["guest-agent", "--listen", "ftp://x"]).is_err());
+    }
+}

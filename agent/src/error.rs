@@ -1,0 +1,97 @@
+//! The one place where the agent's error types become gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::freezer::FreezerError;
+
+/// Errors the service returns as gRPC statuses (Init failures travel as GuestInitError
+/// instead, as upstream's contract says).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The freezer refused or failed.
+    #[error(transparent)]
+    Freezer(#[from] FreezerError),
+    /// The call is not allowed while the agent holds filesystems frozen.
+    #[error("{rpc} is refused while filesystems are frozen ({frozen}); only Ping, Thaw, FreezeStatus and Shutdown are served until Thaw")]
+    FrozenMode {
+        /// The refused RPC.
+        rpc: &'static str,
+        /// The frozen mountpoints.
+        frozen: String,
+    },
+    /// The agent is shutting down.
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let code = match &e {
+            ServiceError::Freezer(f) => freezer_code(f),
+            ServiceError::FrozenMode { .. } => Code::FailedPrecondition,
+            ServiceError::ShuttingDown => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn freezer_code(e: &FreezerError) -> Code {
+    match e {
+        FreezerError::InvalidRequest(_) => Code::InvalidArgument,
+        FreezerError::AlreadyFrozen { .. } => Code::FailedPrecondition,
+        FreezerError::Busy(_) => Code::Aborted,
+        FreezerError::Timeout { .. } => Code::DeadlineExceeded,
+        FreezerError::Freeze(_) | FreezerError::ThawFailed { .. } => Code::Internal,
+        FreezerError::Mounts(_) | FreezerError::Internal(_) => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn codes_are_the_documented_ones() {
+        let cases: Vec<(ServiceError, Code)> = vec![
+            (
+                FreezerError::InvalidRequest("x".into()).into(),
+                Code::InvalidArgument,
+            ),
+            (
+                FreezerError::AlreadyFrozen {
+                    held: vec!["/a".into()],
+                    requested: vec![],
+                }
+                .into(),
+                Code::FailedPrecondition,
+            ),
+            (
+                FreezerError::Busy(Duration::from_secs(1)).into(),
+                Code::Aborted,
+            ),
+            (
+                FreezerError::Timeout {
+                    op: "Quiesce",
+                    after: Duration::from_secs(1),
+                }
+                .into(),
+                Code::DeadlineExceeded,
+            ),
+            (
+                ServiceError::FrozenMode {
+                    rpc: "Init",
+                    frozen: "/a".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (ServiceError::ShuttingDown, Code::Unavailable),
+        ];
+        for (err, code) in cases {
+            let msg = err.to_string();
+            let st = Status::from(err);
+            assert_eq!(st.code(), code, "{msg}");
+            assert_eq!(st.message(), msg);
+        }
+    }
+}

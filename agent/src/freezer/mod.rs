@@ -1,0 +1,389 @@
+//! The filesystem freezer: Quiesce (FIFREEZE) and Thaw (FITHAW) with a dependency-ordered
+//! plan, all-or-nothing rollback, a watchdog that thaws when the host vanishes, and state
+//! readable at any time without waiting for the kernel.
+//!
+//! Data flows one way: the service calls [`Freezer`], which plans from mountinfo
+//! ([`crate::mounts`]), then hands the plan to a blocking worker ([`worker`]) that issues the
+//! ioctls ([`ioctl`]). Only one Quiesce/Thaw runs at a time (the operation lock); the state
+//! mutex is held only for field updates, never across an ioctl.
+
+pub mod ioctl;
+pub mod presync;
+pub mod report;
+pub mod state;
+mod watchdog;
+pub mod worker;
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::mounts::{self, Policy};
+pub use report::{
+    FreezeStatus, FrozenInfo, FsIdentity, FsReport, Outcome, QuiesceReport, ThawReport,
+    WatchdogThaw,
+};
+use state::SharedState;
+use worker::{FreezeError, Handoff, Step};
+
+/// How the freezer behaves; from the command line.
+#[derive(Debug, Clone)]
+pub struct FreezerConfig {
+    /// Only mounts at or below these paths are eligible; empty means every eligible mount.
+    pub freeze_only: Vec<PathBuf>,
+    /// Thaw automatically when no Thaw arrives within this time after a Quiesce.
+    pub watchdog_timeout: Duration,
+    /// Longest a Quiesce or Thaw call waits for the kernel (and for another operation).
+    pub operation_timeout: Duration,
+    /// Sync every filesystem in parallel before freezing (None: off).
+    pub presync: Option<presync::PresyncConfig>,
+    /// Freeze (and thaw) the filesystems of one dependency level concurrently.
+    pub parallel: bool,
+}
+
+/// Why a freezer operation failed. Mapped to gRPC status codes in [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum FreezerError {
+    /// The request names something that cannot be frozen (not a mount, pseudo fs, ...).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Reading the mount table failed.
+    #[error("cannot read the mount table: {0}")]
+    Mounts(String),
+    /// A different set is already frozen by the agent.
+    #[error("already frozen by the agent: {}; thaw first (requested: {})", paths(.held), if .requested.is_empty() { "all eligible".to_string() } else { paths(.requested) })]
+    AlreadyFrozen {
+        /// Mountpoints held frozen.
+        held: Vec<PathBuf>,
+        /// Mountpoints requested now.
+        requested: Vec<PathBuf>,
+    },
+    /// Another Quiesce or Thaw did not finish in time.
+    #[error("another freeze operation is still in progress after {0:?}")]
+    Busy(Duration),
+    /// The kernel did not finish in time; the late result is undone by the worker.
+    #[error("{op} did not finish within {after:?}; whatever it froze will be thawed when the kernel returns")]
+    Timeout {
+        /// Which operation.
+        op: &'static str,
+        /// How long the call waited.
+        after: Duration,
+    },
+    /// A filesystem failed to freeze; everything frozen before it was thawed.
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    /// Some filesystems could not be thawed; they stay held for a retry.
+    #[error("thaw failed for {}", .failed.join(", "))]
+    ThawFailed {
+        /// `mountpoint: errno` for each failure.
+        failed: Vec<String>,
+        /// Every filesystem's outcome.
+        reports: Vec<FsReport>,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn paths(p: &[PathBuf]) -> String {
+    p.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct Inner {
+    cfg: FreezerConfig,
+    state: SharedState,
+    op_lock: Arc<AsyncMutex<()>>,
+}
+
+/// Handle to the freezer; cheap to clone, shared by the service, the watchdog and shutdown.
+#[derive(Clone)]
+pub struct Freezer {
+    inner: Arc<Inner>,
+}
+
+impl Freezer {
+    /// Creates a freezer that holds nothing frozen.
+    pub fn new(cfg: FreezerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                state: SharedState::default(),
+                op_lock: Arc::new(AsyncMutex::new(())),
+            }),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &FreezerConfig {
+        &self.inner.cfg
+    }
+
+    /// True while the agent holds at least one filesystem frozen.
+    pub fn is_frozen(&self) -> bool {
+        !self.inner.state.lock().held.is_empty()
+    }
+
+    /// Current state, without waiting for any operation in progress.
+    pub fn status(&self) -> FreezeStatus {
+        let st = self.inner.state.lock();
+        FreezeStatus {
+            frozen: st.held.iter().map(|h| h.info()).collect(),
+            frozen_since: st.frozen_since,
+            watchdog_deadline: st.deadline.map(|d| d.0),
+            watchdog_timeout: self.inner.cfg.watchdog_timeout,
+            operation_in_progress: st.in_progress,
+            last_watchdog_thaw: st.last_watchdog.clone(),
+            watchdog_thaws: st.watchdog_thaws,
+        }
+    }
+
+    /// Freezes the requested mountpoints (empty: every eligible filesystem), all or nothing.
+    /// Idempotent for the same selection while frozen.
+    pub async fn quiesce(&self, requested: Vec<String>) -> Result<QuiesceReport, FreezerError> {
+        let requested = normalise(&requested)?;
+        let timeout = self.inner.cfg.operation_timeout;
+        let started = Instant::now();
+        let guard = tokio::time::timeout(timeout, self.inner.op_lock.clone().lock_owned())
+            .await
+            .map_err(|_| FreezerError::Busy(timeout))?;
+        {
+            let st = self.inner.state.lock();
+            if !st.held.is_empty() {
+                if st.selection == requested {
+                    return Ok(QuiesceReport {
+                        frozen_count: st.held.len() as u32,
+                        filesystems: st.results.clone(),
+                        watchdog_deadline: st.deadline.map(|d| d.0),
+                    });
+                }
+                return Err(FreezerError::AlreadyFrozen {
+                    held: st.held.iter().map(|h| h.fs.mount_point.clone()).collect(),
+                    requested,
+                });
+            }
+        }
+        let policy = Policy {
+            freeze_only: self.inner.cfg.freeze_only.clone(),
+            requested: requested.clone(),
+        };
+        let (steps, skipped) = tokio::task::spawn_blocking(move || plan_steps(&policy))
+            .await
+            .map_err(|e| FreezerError::Internal(e.to_string()))??;
+
+        let this = self.clone();
+        let handoff = Arc::new(Handoff::default());
+        let worker_handoff = handoff.clone();
+        self.inner.state.lock().in_progress = true;
+        let task = tokio::task::spawn_blocking(move || {
+            // The operation lock travels with the worker: a timed-out caller does not let the
+            // next operation start until the kernel has returned and the worker has cleaned up.
+            let _guard = guard;
+            if let Some(cfg) = this.inner.cfg.presync {
+                let paths: Vec<_> = steps.iter().map(|s| s.fs.mount_point.clone()).collect();
+                let r = presync::presync(&paths, &cfg);
+                tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
+            }
+            let res = worker::freeze_all(
+                &steps,
+                this.inner.cfg.parallel,
+                &this.inner.state,
+                &worker_handoff,
+            );
+            this.inner.state.lock().in_progress = false;
+            res
+        });
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let mut task = task;
+        let res = match tokio::time::timeout(remaining, &mut task).await {
+            Ok(joined) => joined.map_err(|e| FreezerError::Internal(e.to_string()))?,
+            Err(_) => {
+                if handoff.abandon() {
+                    return Err(FreezerError::Timeout {
+                        op: "Quiesce",
+                        after: timeout,
+                    });
+                }
+                // The worker finished at the same moment; its result is ours.
+                task.await
+                    .map_err(|e| FreezerError::Internal(e.to_string()))?
+            }
+        };
+        let mut reports = res?;
+        reports.extend(skipped);
+        Ok(self.arm(requested, reports))
+    }
+
+    /// Records a completed freeze and starts its watchdog.
+    fn arm(&self, selection: Vec<PathBuf>, reports: Vec<FsReport>) -> QuiesceReport {
+        let mut st = self.inner.state.lock();
+        st.generation += 1;
+        let frozen_count = st.held.len() as u32;
+        let deadline = if frozen_count > 0 {
+            let t = self.inner.cfg.watchdog_timeout;
+            let d = (SystemTime::now() + t, Instant::now() + t);
+            st.deadline = Some(d);
+            watchdog::spawn(self.clone(), st.generation, d.1);
+            Some(d.0)
+        } else {
+            None
+        };
+        st.selection = selection;
+        st.results = reports.clone();
+        QuiesceReport {
+            frozen_count,
+            filesystems: reports,
+            watchdog_deadline: deadline,
+        }
+    }
+
+    /// Thaws everything the agent froze (and nothing else). Returns 0 when nothing is frozen.
+    pub async fn thaw(&self) -> Result<ThawReport, FreezerError> {
+        let timeout = self.inner.cfg.operation_timeout;
+        let guard = tokio::time::timeout(timeout, self.inner.op_lock.clone().lock_owned())
+            .await
+            .map_err(|_| FreezerError::Busy(timeout))?;
+        self.thaw_locked(guard, timeout, "Thaw").await
+    }
+
+    async fn thaw_locked(
+        &self,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        timeout: Duration,
+        op: &'static str,
+    ) -> Result<ThawReport, FreezerError> {
+        if self.inner.state.lock().held.is_empty() {
+            return Ok(ThawReport::default());
+        }
+        let this = self.clone();
+        self.inner.state.lock().in_progress = true;
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel);
+            let mut st = this.inner.state.lock();
+            st.in_progress = false;
+            if st.held.is_empty() {
+                st.clear_freeze();
+            }
+            reports
+        });
+        let reports = tokio::time::timeout(timeout, task)
+            .await
+            .map_err(|_| FreezerError::Timeout { op, after: timeout })?
+            .map_err(|e| FreezerError::Internal(e.to_string()))?;
+        let failed: Vec<String> = reports
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .map(|r| format!("{}: {}", r.fs.mount_point.display(), r.detail))
+            .collect();
+        if !failed.is_empty() {
+            return Err(FreezerError::ThawFailed { failed, reports });
+        }
+        let thawed_count = reports
+            .iter()
+            .filter(|r| r.outcome == Outcome::Thawed)
+            .count() as u32;
+        Ok(ThawReport {
+            thawed_count,
+            filesystems: reports,
+        })
+    }
+
+    /// Thaws on the way out (Shutdown, SIGTERM): waits for a running operation as long as the
+    /// operation timeout allows, then thaws whatever is held.
+    pub async fn thaw_for_exit(&self) -> Result<ThawReport, FreezerError> {
+        self.thaw().await
+    }
+}
+
+/// Turns requested mountpoints into absolute, normalised paths; relative paths and `..` are
+/// refused here so nothing reaches the mount table lookup ambiguous.
+fn normalise(requested: &[String]) -> Result<Vec<PathBuf>, FreezerError> {
+    let mut out = Vec::with_capacity(requested.len());
+    for raw in requested {
+        let p = Path::new(raw);
+        if raw.is_empty() || !p.is_absolute() {
+            return Err(FreezerError::InvalidRequest(format!(
+                "mountpoint {raw:?} is not an absolute path"
+            )));
+        }
+        if p.components().any(|c| c == Component::ParentDir) {
+            return Err(FreezerError::InvalidRequest(format!(
+                "mountpoint {raw:?} contains '..'; give the mountpoint itself"
+            )));
+        }
+        out.push(p.components().collect::<PathBuf>());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Reads the mount table and turns the plan into ordered steps plus skipped reports.
+fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerError> {
+    let table = mounts::read_mountinfo().map_err(|e| FreezerError::Mounts(e.to_string()))?;
+    let resolver = mounts::SysBackingResolver::new(&table);
+    let plan = mounts::plan(&table, policy, &resolver)
+        .map_err(|e| FreezerError::InvalidRequest(e.to_string()))?;
+    let mut steps = Vec::with_capacity(plan.filesystems.len());
+    for (level, members) in plan.levels.iter().enumerate() {
+        for &i in members {
+            let p = &plan.filesystems[i];
+            steps.push(Step {
+                fs: FsIdentity {
+                    mount_point: p.mount_point.clone(),
+                    fstype: p.fstype.clone(),
+                    source: p.source.clone(),
+                    dev: p.dev,
+                },
+                level,
+            });
+        }
+    }
+    let skipped = plan
+        .skipped
+        .iter()
+        .filter(|s| s.reason.in_scope())
+        .map(|s| FsReport {
+            fs: FsIdentity {
+                mount_point: s.mount.mount_point.clone(),
+                fstype: s.mount.fstype.clone(),
+                source: s.mount.source.clone(),
+                dev: s.mount.dev,
+            },
+            outcome: Outcome::Skipped,
+            detail: s.reason.to_string(),
+            duration: Duration::ZERO,
+        })
+        .collect();
+    Ok((steps, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_refuses_relative_and_dotdot() {
+        assert!(matches!(
+            normalise(&["mnt".into()]),
+            Err(FreezerError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            normalise(&["".into()]),
+            Err(FreezerError::InvalidRequest(_))
+        ));
+        let e = normalise(&["/mnt/../etc".into()]).unwrap_err().to_string();
+        assert!(e.contains("'..'"), "{e}");
+    }
+
+    #[test]
+    fn normalise_sorts_dedups_and_strips_trailing_slashes() {
+        let n = normalise(&["/b/".into(), "/a".into(), "/b".into(), "/a/./".into()]).unwrap();
+        assert_eq!(n, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+    }
+}

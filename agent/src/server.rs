@@ -1,0 +1,92 @@
+//! Serves the Guest service, gRPC health and reflection on every listener until shutdown.
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use guest_proto::v1::guest_server::GuestServer;
+use guest_transport::{bind, ListenOptions, ListenUri};
+use tonic::transport::Server;
+
+use crate::service::GuestService;
+use crate::shutdown::Shutdown;
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {uri}: {source}")]
+    Bind {
+        /// The URI.
+        uri: String,
+        /// What went wrong.
+        source: guest_transport::TransportError,
+    },
+    /// Reflection descriptors could not be loaded.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Listener settings for [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: Vec<ListenUri>,
+    /// vsock and tcp restrictions.
+    pub listen_options: ListenOptions,
+    /// Largest accepted request.
+    pub max_message_bytes: usize,
+}
+
+/// Binds every listener, then serves until `shutdown` fires; in-flight calls are drained.
+pub async fn serve(
+    opts: ServeOptions,
+    service: GuestService,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let mut incoming = Vec::new();
+    for uri in &opts.listen {
+        let l = bind(uri, &opts.listen_options)
+            .await
+            .map_err(|source| ServeError::Bind {
+                uri: uri.to_string(),
+                source,
+            })?;
+        tracing::info!(%uri, "listening");
+        incoming.push(l.into_incoming().boxed());
+    }
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<GuestServer<GuestService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(guest_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let guest = GuestServer::new(service)
+        .max_decoding_message_size(opts.max_message_bytes)
+        .max_encoding_message_size(16 << 20);
+    let signal = {
+        let shutdown = shutdown.clone();
+        let reporter = health_reporter.clone();
+        async move {
+            shutdown.wait().await;
+            reporter
+                .set_not_serving::<GuestServer<GuestService>>()
+                .await;
+            tracing::info!("shutting down: no new connections; draining in-flight calls");
+        }
+    };
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(guest)
+        .serve_with_incoming_shutdown(stream::select_all(incoming), signal)
+        .await?;
+    Ok(())
+}
