@@ -1,1 +1,43 @@
-//! Fixtures for the system tests.
+//! Fixtures for the system tests: they run the real `guest-agent` and `guestctl` binaries
+//! against real loop-mounted filesystems, writers, network namespaces and the real kernel,
+//! as root.
+//!
+//! Every fixture owns what it creates and removes it in `Drop`, so clean-up also happens
+//! when a test panics; every wait is bounded, so a wrong freeze order fails a test instead of
+//! hanging it. Nothing outside a test's scratch directory (`/var/tmp/gatest-*`) is ever
+//! frozen: the agent always runs with `--freeze-only <scratch>`.
+//!
+//! One file per concept: [`scratch`] (the test's directory and last-resort clean-up),
+//! [`loopdev`] / [`loopfs`] / [`mount`] (block devices and filesystems), [`fsfreeze`]
+//! (freezing from outside the agent), [`writer`] (a process that blocks on a frozen
+//! filesystem), [`agent`] (the agent process), [`client`] / [`rpc`] (bounded gRPC calls),
+//! [`guestctl`] (the CLI), [`netns`] (network namespaces), [`mountinfo`], [`cmd`], [`names`],
+//! [`bins`].
+
+pub mod agent;
+pub mod bins;
+pub mod client;
+pub mod cmd;
+pub mod error;
+pub mod fsfreeze;
+pub mod guestctl;
+pub mod loopdev;
+pub mod loopfs;
+pub mod mount;
+pub mod mountinfo;
+pub mod names;
+pub mod netns;
+pub mod rpc;
+pub mod scratch;
+pub mod writer;
+
+pub use agent::Agent;
+pub use error::{FixtureError, Result};
+pub use fsfreeze::ExternalFreeze;
+pub use loopdev::LoopDev;
+pub use loopfs::{FsType, LoopFs};
+pub use mount::Mount;
+pub use netns::NetNs;
+pub use rpc::Rpc;
+pub use scratch::Scratch;
+pub use writer::{Durability, Writer};
