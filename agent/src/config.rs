@@ -40,6 +40,21 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub operation_timeout: Duration,
 
+    /// Directory for the freeze journal (what the agent holds frozen), so a restarted agent
+    /// thaws what a killed one left frozen. Must be on a tmpfs (it is written during freezes);
+    /// otherwise the journal is disabled with a warning.
+    #[arg(long, value_name = "DIR", default_value = "/run/guest-agent")]
+    pub state_dir: PathBuf,
+
+    /// Directory of freeze/thaw hooks: executables run in name order with the argument
+    /// `freeze` before filesystems are frozen and `thaw` after they are thawed.
+    #[arg(long, value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
+
+    /// Longest a single hook may run before it is killed and counted as failed.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub hook_timeout: Duration,
+
     /// Do not sync filesystems in parallel before freezing (pre-sync shortens the frozen
     /// window; off only for comparison or caution).
     #[arg(long)]

@@ -40,6 +40,7 @@ fn freezer_code(e: &FreezerError) -> Code {
         FreezerError::InvalidRequest(_) => Code::InvalidArgument,
         FreezerError::AlreadyFrozen { .. } => Code::FailedPrecondition,
         FreezerError::Busy(_) => Code::Aborted,
+        FreezerError::Hook(_) => Code::FailedPrecondition,
         FreezerError::Timeout { .. } => Code::DeadlineExceeded,
         FreezerError::Freeze(_) | FreezerError::ThawFailed { .. } => Code::Internal,
         FreezerError::Mounts(_) | FreezerError::Internal(_) => Code::Internal,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use guest_agent::config::Config;
+use guest_agent::freezer::hooks::HooksConfig;
+use guest_agent::freezer::journal::Journal;
 use guest_agent::freezer::presync::PresyncConfig;
 use guest_agent::freezer::{Freezer, FreezerConfig};
 use guest_agent::init::{InitOptions, Initializer};
@@ -43,13 +45,30 @@ async fn run(cfg: Config) -> Result<(), String> {
             "no --freeze-only given: every eligible filesystem will be frozen by Quiesce"
         );
     }
-    let freezer = Freezer::new(FreezerConfig {
-        freeze_only: cfg.freeze_only.clone(),
-        watchdog_timeout: cfg.freeze_timeout,
-        operation_timeout: cfg.operation_timeout,
-        presync: (!cfg.no_presync).then(PresyncConfig::default),
-        parallel: !cfg.no_parallel_freeze,
-    });
+    let journal = match Journal::open(&cfg.state_dir) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(error = %e, "freeze journal disabled; state is kept in memory only");
+            Journal::disabled()
+        }
+    };
+    let freezer = Freezer::new(
+        FreezerConfig {
+            freeze_only: cfg.freeze_only.clone(),
+            watchdog_timeout: cfg.freeze_timeout,
+            operation_timeout: cfg.operation_timeout,
+            presync: (!cfg.no_presync).then(PresyncConfig::default),
+            parallel: !cfg.no_parallel_freeze,
+            hooks: cfg.hooks_dir.clone().map(|dir| HooksConfig {
+                dir,
+                timeout: cfg.hook_timeout,
+            }),
+        },
+        journal,
+    );
+    for (entry, result) in freezer.recover().await {
+        tracing::info!(mountpoint = %entry.mount_point.display(), ?result, "recovered freeze journal entry");
+    }
     let shutdown = Shutdown::new();
     let service = GuestService::new(
         freezer.clone(),

@@ -7,8 +7,11 @@
 //! ioctls ([`ioctl`]). Only one Quiesce/Thaw runs at a time (the operation lock); the state
 //! mutex is held only for field updates, never across an ioctl.
 
+pub mod hooks;
 pub mod ioctl;
+pub mod journal;
 pub mod presync;
+pub mod recovery;
 pub mod report;
 pub mod state;
 mod watchdog;
@@ -41,6 +44,8 @@ pub struct FreezerConfig {
     pub presync: Option<presync::PresyncConfig>,
     /// Freeze (and thaw) the filesystems of one dependency level concurrently.
     pub parallel: bool,
+    /// Freeze/thaw hooks, if configured.
+    pub hooks: Option<hooks::HooksConfig>,
 }
 
 /// Why a freezer operation failed. Mapped to gRPC status codes in [`crate::error`].
@@ -82,6 +87,9 @@ pub enum FreezerError {
         /// Every filesystem's outcome.
         reports: Vec<FsReport>,
     },
+    /// A freeze hook failed; nothing was frozen (thaw hooks have run).
+    #[error("Quiesce aborted by a freeze hook: {0}")]
+    Hook(#[from] hooks::HookError),
     /// A blocking task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
@@ -107,12 +115,12 @@ pub struct Freezer {
 }
 
 impl Freezer {
-    /// Creates a freezer that holds nothing frozen.
-    pub fn new(cfg: FreezerConfig) -> Self {
+    /// Creates a freezer that holds nothing frozen, journalling to `journal`.
+    pub fn new(cfg: FreezerConfig, journal: journal::Journal) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cfg,
-                state: SharedState::default(),
+                state: SharedState::new(journal),
                 op_lock: Arc::new(AsyncMutex::new(())),
             }),
         }
@@ -139,7 +147,16 @@ impl Freezer {
             operation_in_progress: st.in_progress,
             last_watchdog_thaw: st.last_watchdog.clone(),
             watchdog_thaws: st.watchdog_thaws,
+            recovered_thaws: st.recovered_thaws,
         }
+    }
+
+    /// Thaws what a previous agent left frozen (from the journal); call once at start.
+    pub async fn recover(&self) -> Vec<(journal::Entry, recovery::Recovered)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || recovery::recover(&this.inner.state))
+            .await
+            .unwrap_or_default()
     }
 
     /// Freezes the requested mountpoints (empty: every eligible filesystem), all or nothing.
@@ -175,6 +192,12 @@ impl Freezer {
             .await
             .map_err(|e| FreezerError::Internal(e.to_string()))??;
 
+        if let Some(h) = &self.inner.cfg.hooks {
+            if let Err(e) = hooks::run(h, hooks::Phase::Freeze, &[]).await {
+                let _ = hooks::run(h, hooks::Phase::Thaw, &[]).await;
+                return Err(e.into());
+            }
+        }
         let this = self.clone();
         let handoff = Arc::new(Handoff::default());
         let worker_handoff = handoff.clone();
@@ -203,6 +226,12 @@ impl Freezer {
             Ok(joined) => joined.map_err(|e| FreezerError::Internal(e.to_string()))?,
             Err(_) => {
                 if handoff.abandon() {
+                    // The worker undoes its freeze when the kernel returns; thaw hooks follow.
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _ = task.await;
+                        this.run_thaw_hooks().await;
+                    });
                     return Err(FreezerError::Timeout {
                         op: "Quiesce",
                         after: timeout,
@@ -213,7 +242,13 @@ impl Freezer {
                     .map_err(|e| FreezerError::Internal(e.to_string()))?
             }
         };
-        let mut reports = res?;
+        let mut reports = match res {
+            Ok(r) => r,
+            Err(e) => {
+                self.run_thaw_hooks().await;
+                return Err(e.into());
+            }
+        };
         reports.extend(skipped);
         Ok(self.arm(requested, reports))
     }
@@ -283,6 +318,7 @@ impl Freezer {
         if !failed.is_empty() {
             return Err(FreezerError::ThawFailed { failed, reports });
         }
+        self.run_thaw_hooks().await;
         let thawed_count = reports
             .iter()
             .filter(|r| r.outcome == Outcome::Thawed)
@@ -291,6 +327,24 @@ impl Freezer {
             thawed_count,
             filesystems: reports,
         })
+    }
+
+    /// Runs the thaw hooks (errors are logged; thaw hooks never fail an operation).
+    async fn run_thaw_hooks(&self) {
+        let Some(h) = &self.inner.cfg.hooks else {
+            return;
+        };
+        let frozen: Vec<_> = self
+            .inner
+            .state
+            .lock()
+            .held
+            .iter()
+            .map(|h| h.fs.dev)
+            .collect();
+        if let Err(e) = hooks::run(h, hooks::Phase::Thaw, &frozen).await {
+            tracing::error!(error = %e, "thaw hooks");
+        }
     }
 
     /// Thaws on the way out (Shutdown, SIGTERM): waits for a running operation as long as the

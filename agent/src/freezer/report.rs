@@ -105,4 +105,6 @@ pub struct FreezeStatus {
     pub last_watchdog_thaw: Option<WatchdogThaw>,
     /// Watchdog thaws since start.
     pub watchdog_thaws: u64,
+    /// Filesystems thawed at start because a previous agent died holding them frozen.
+    pub recovered_thaws: u64,
 }

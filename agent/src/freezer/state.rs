@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use super::journal::{Entry, EntryState, Journal};
 use super::report::{FrozenInfo, FsIdentity, FsReport, WatchdogThaw};
 
 /// One filesystem the agent froze, with the open directory used for FIFREEZE (thawing through
@@ -39,6 +40,8 @@ impl Held {
 pub struct State {
     /// Filesystems held frozen, in freeze order.
     pub held: Vec<Held>,
+    /// Filesystems whose FIFREEZE is about to be issued or in flight.
+    pub pending: Vec<FsIdentity>,
     /// When the current freeze began.
     pub frozen_since: Option<SystemTime>,
     /// Watchdog deadline, wall clock and monotonic.
@@ -55,6 +58,8 @@ pub struct State {
     pub last_watchdog: Option<WatchdogThaw>,
     /// Watchdog thaws since start.
     pub watchdog_thaws: u64,
+    /// Filesystems thawed at start because a previous agent died holding them.
+    pub recovered_thaws: u64,
 }
 
 impl State {
@@ -69,13 +74,50 @@ impl State {
 }
 
 /// The mutex around [`State`], with lock poisoning treated as recoverable: the state is a set
-/// of plain fields that stay consistent even if a holder panicked.
+/// of plain fields that stay consistent even if a holder panicked. The journal mirrors the
+/// held and pending filesystems on a tmpfs so a successor agent can thaw them.
 #[derive(Debug, Default)]
-pub struct SharedState(Mutex<State>);
+pub struct SharedState {
+    state: Mutex<State>,
+    journal: Journal,
+}
 
 impl SharedState {
+    /// State backed by `journal`.
+    pub fn new(journal: Journal) -> Self {
+        Self {
+            state: Mutex::default(),
+            journal,
+        }
+    }
+
     /// Locks the state for a short update.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Writes the held and pending filesystems to the journal (call with the lock held, after
+    /// changing either; the journal lives on tmpfs, so this is quick and cannot block on a
+    /// freeze).
+    pub fn persist(&self, st: &State) {
+        if !self.journal.enabled() {
+            return;
+        }
+        let entries: Vec<Entry> = st
+            .held
+            .iter()
+            .map(|h| Entry::new(&h.fs, EntryState::Frozen))
+            .chain(
+                st.pending
+                    .iter()
+                    .map(|f| Entry::new(f, EntryState::Pending)),
+            )
+            .collect();
+        self.journal.write(&entries);
     }
 }

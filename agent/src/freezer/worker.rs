@@ -55,7 +55,7 @@ pub enum FreezeError {
     #[error("freezing {} ({} on {}) failed: {detail}; rolled back {rolled_back} filesystem(s) frozen before it", .fs.mount_point.display(), .fs.fstype, .fs.source)]
     Failed {
         /// The filesystem that failed.
-        fs: FsIdentity,
+        fs: Box<FsIdentity>,
         /// errno text or reason.
         detail: String,
         /// How many were thawed again.
@@ -87,6 +87,11 @@ pub fn freeze_all(
         if handoff.abandoned() {
             break;
         }
+        {
+            let mut st = state.lock();
+            st.pending = level.iter().map(|s| s.fs.clone()).collect();
+            state.persist(&st);
+        }
         let results: Vec<_> = if parallel && level.len() > 1 {
             std::thread::scope(|s| {
                 let handles: Vec<_> = level
@@ -113,10 +118,15 @@ pub fn freeze_all(
             }
             out
         };
+        {
+            let mut st = state.lock();
+            st.pending.clear();
+            state.persist(&st);
+        }
         let mut failure = None;
         for (step, (outcome, detail, duration)) in level.iter().zip(results) {
             if outcome == Outcome::Failed && failure.is_none() {
-                failure = Some((step.fs.clone(), detail.clone()));
+                failure = Some((Box::new(step.fs.clone()), detail.clone()));
             }
             reports.push(FsReport {
                 fs: step.fs.clone(),
@@ -167,7 +177,9 @@ fn freeze_one(step: &Step, state: &SharedState) -> (Outcome, String, std::time::
             };
             let mut st = state.lock();
             st.frozen_since.get_or_insert(held.since);
+            st.pending.retain(|p| p.dev != held.fs.dev);
             st.held.push(held);
+            state.persist(&st);
             (Outcome::Frozen, String::new(), took)
         }
         Err(Errno::EBUSY) => (
@@ -240,10 +252,12 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
             reports.push(report);
         }
     }
+    let mut st = state.lock();
     if !keep.is_empty() {
         keep.reverse();
-        state.lock().held.extend(keep);
+        st.held.extend(keep);
     }
+    state.persist(&st);
     reports
 }
 

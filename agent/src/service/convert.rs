@@ -83,6 +83,7 @@ pub fn status_response(s: &FreezeStatus) -> pb::FreezeStatusResponse {
                 .collect(),
         }),
         watchdog_thaws: s.watchdog_thaws,
+        recovered_thaws: s.recovered_thaws,
     }
 }
 
