@@ -1,1 +1,35 @@
-fn main() {}
+//! guestctl: host-side client of the microVM guest agent (`boxlite.v1.Guest`).
+//!
+//! `guestctl --connect URI [--json] <ping|init|quiesce|thaw|status|shutdown>`; see
+//! `guestctl --help` for transports and exit codes.
+
+mod cli;
+mod commands;
+mod error;
+mod init_spec;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // clap exits with 2 on usage errors (and 0 for --help/--version).
+    let cli = cli::Cli::parse();
+    // Diagnostics go to stderr and stay quiet unless RUST_LOG asks for more.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Command-line interface of guestctl (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use guest_transport::ConnectUri;
+
+const LONG_ABOUT: &str = "\
+Talks to the guest agent (gRPC boxlite.v1.Guest) of a microVM from the host.
+
+--connect URI (or GUESTCTL_CONNECT) selects the transport:
+  vsock://CID:PORT             AF_VSOCK to a guest (QEMU vhost-vsock), e.g. vsock://3:2695
+  hvsock:///path/vm.sock:PORT  Firecracker / Cloud Hypervisor hybrid vsock socket
+  unix:///abs/path             an agent listening on a unix socket
+  tcp://HOST:PORT              an agent listening on TCP (testing)
+
+Every RPC is bounded by --timeout; connecting (including the hybrid vsock handshake) by
+--connect-timeout. With --json, each command prints exactly one JSON object on stdout.
+
+Exit codes:
+  0  success
+  1  the agent answered with an error (gRPC status other than OK, or an init error)
+  2  usage error (bad flags, bad URI, bad init spec)
+  3  could not connect to the agent (refused, missing socket, handshake failed, or
+     connecting took longer than --connect-timeout)
+  4  an RPC timed out (no answer within --timeout)
+
+Errors are printed as one line on stderr, e.g.
+  guestctl: quiesce failed: FAILED_PRECONDITION: already frozen";
+
+/// guestctl: host-side client of the guest agent.
+#[derive(Debug, Parser)]
+#[command(name = "guestctl", version, about = "Host-side client of the microVM guest agent", long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Where the agent is: vsock://CID:PORT, hvsock:///path/vm.sock:PORT, unix:///path or tcp://HOST:PORT.
+    #[arg(long, env = "GUESTCTL_CONNECT", value_name = "URI")]
+    pub connect: ConnectUri,
+
+    /// Print one JSON object on stdout instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds allowed for connecting (and the hybrid vsock handshake).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+
+    /// Seconds allowed for each RPC.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub timeout: Duration,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands, one per agent RPC.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the agent is alive; prints its version and the round-trip time.
+    Ping {
+        /// Number of pings.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+        /// Pause between pings, milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval_ms: u64,
+    },
+    /// Initialise the guest: mount volumes, configure the network.
+    Init(InitArgs),
+    /// Freeze filesystems (FIFREEZE) for a consistent snapshot.
+    Quiesce {
+        /// Freeze only this mountpoint (repeatable); default: every eligible filesystem.
+        #[arg(long = "mountpoint", value_name = "PATH")]
+        mountpoints: Vec<String>,
+    },
+    /// Thaw (FITHAW) what the agent froze.
+    Thaw,
+    /// Show what the agent holds frozen and the watchdog state.
+    Status,
+    /// Ask the agent to thaw, drain and exit.
+    Shutdown,
+}
+
+/// Flags of `guestctl init`: either `--file` or the individual flags.
+#[derive(Debug, Args, Default)]
+pub struct InitArgs {
+    /// Read the whole request from a JSON file ("-" for stdin).
+    #[arg(long, value_name = "F.json", conflicts_with_all = ["volumes", "virtiofs", "interface", "ip", "gateway"])]
+    pub file: Option<PathBuf>,
+
+    /// A block device volume: MOUNT=DEVICE[,format][,resize] (ext4), e.g. /data=/dev/vdb,format.
+    #[arg(long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+
+    /// A virtiofs share: MOUNT=TAG[,ro], e.g. /shared=share0,ro.
+    #[arg(long = "virtiofs", value_name = "SPEC")]
+    pub virtiofs: Vec<String>,
+
+    /// Network interface to configure, e.g. eth0.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// Address with prefix length, e.g. 10.0.2.15/24 (needs --interface).
+    #[arg(long, value_name = "CIDR", requires = "interface")]
+    pub ip: Option<String>,
+
+    /// Default gateway, e.g. 10.0.2.2 (needs --ip).
+    #[arg(long, value_name = "IP", requires = "ip")]
+    pub gateway: Option<String>,
+}
+
+/// Parses a positive number of seconds, fractions allowed ("0.5").
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("{s:?}: the timeout must be greater than 0"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_secs("0.25").unwrap(), Duration::from_millis(250));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("NaN").is_err());
+        assert!(parse_secs("five").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "guestctl",
+            "--connect",
+            "hvsock:///run/vm.sock:2695",
+            "--timeout",
+            "2",
+            "quiesce",
+            "--mountpoint",
+            "/a",
+            "--mountpoint",
+            "/b",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+        assert_eq!(cli.connect_timeout, Duration::from_secs(5));
+        match cli.command {
+            Command::Quiesce { mountpoints } => assert_eq!(mountpoints, ["/a", "/b"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_rejected() {
+        let bad: &[&[&str]] = &[
+            &["guestctl", "--connect", "vsock://x:1", "ping"],
+            &["guestctl", "--connect", "unix:///s", "ping", "--count", "0"],
+            &[
+                "guestctl",
+                "--connect",
+                "unix:///s",
+                "init",
+                "--file",
+                "f.json",
+                "--interface",
+                "eth0",
+            ],
+            &[
+                "guestctl",
+                "--connect",
+                "unix:///s",
+                "init",
+                "--ip",
+                "10.0.0.2/24",
+            ],
+            &["guestctl", "--connect", "unix:///s", "frobnicate"],
+        ];
+        for args in bad {
+            let err = Cli::try_parse_from(*args).expect_err(&args.join(" "));
+            assert_eq!(err.exit_code(), 2, "{}", args.join(" "));
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! One module per command; this file connects, dispatches, and holds the RPC wrapper that
+//! applies the per-call timeout.
+
+mod freeze;
+mod init;
+mod ping;
+mod shutdown;
+
+use std::future::Future;
+use std::time::Duration;
+
+use guest_proto::v1::guest_client::GuestClient;
+use guest_transport::connect_channel;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::cli::{Cli, Command};
+use crate::error::CtlError;
+use crate::init_spec;
+
+/// What every command needs: the client, the per-call timeout and the output mode.
+pub struct Ctx {
+    /// gRPC client over the chosen transport.
+    pub client: GuestClient<Channel>,
+    /// Per-RPC timeout.
+    pub timeout: Duration,
+    /// `--json` was given.
+    pub json: bool,
+}
+
+/// Runs the command `cli` describes.
+pub async fn run(cli: Cli) -> Result<(), CtlError> {
+    // Build the init request first: a bad spec is a usage error, no agent needed.
+    let init_request = match &cli.command {
+        Command::Init(args) => Some(init_spec::request_from_args(args)?),
+        _ => None,
+    };
+    let channel = connect_channel(&cli.connect, cli.connect_timeout).await?;
+    let mut ctx = Ctx {
+        client: GuestClient::new(channel),
+        timeout: cli.timeout,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Ping { count, interval_ms } => {
+            ping::run(&mut ctx, count, Duration::from_millis(interval_ms)).await
+        }
+        Command::Init(_) => init::run(&mut ctx, init_request.unwrap_or_default()).await,
+        Command::Quiesce { mountpoints } => freeze::quiesce(&mut ctx, mountpoints).await,
+        Command::Thaw => freeze::thaw(&mut ctx).await,
+        Command::Status => freeze::status(&mut ctx).await,
+        Command::Shutdown => shutdown::run(&mut ctx).await,
+    }
+}
+
+/// Wraps a message in a request carrying the deadline (sent as `grpc-timeout`).
+pub fn request<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Awaits an RPC, bounded locally by `timeout` as well, so a silent agent or a stuck
+/// connection cannot hang guestctl even if the server ignores the deadline.
+pub async fn rpc<R>(
+    op: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<Response<R>, Status>>,
+) -> Result<R, CtlError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(CtlError::Timeout { op, after: timeout }),
+        Ok(Err(status)) => Err(CtlError::from_status(op, status, timeout)),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rpc_times_out_locally() {
+        let never = std::future::pending::<Result<Response<()>, Status>>();
+        let err = rpc("thaw", Duration::from_millis(50), never)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CtlError::Timeout { op: "thaw", .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rpc_maps_status_and_value() {
+        let err = rpc("quiesce", Duration::from_secs(1), async {
+            Err::<Response<()>, _>(Status::invalid_argument("/x is not a mountpoint"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "quiesce failed: INVALID_ARGUMENT: /x is not a mountpoint"
+        );
+        let v = rpc("ping", Duration::from_secs(1), async {
+            Ok(Response::new(7))
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 7);
+    }
+
+    #[test]
+    fn requests_carry_the_deadline() {
+        let r = request((), Duration::from_secs(3));
+        assert_eq!(r.metadata().get("grpc-timeout").unwrap(), "3000000u");
+    }
+}

@@ -1,0 +1,169 @@
+//! guestctl's failures and the exit code each maps to (documented in `--help`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use guest_transport::{fmt_duration, TransportError};
+use tonic::{Code, Status};
+
+use crate::init_spec::InitSpecError;
+
+/// Exit code: the agent answered with an error.
+pub const EXIT_AGENT_ERROR: u8 = 1;
+/// Exit code: usage error (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: could not connect.
+pub const EXIT_CONNECT: u8 = 3;
+/// Exit code: an RPC timed out.
+pub const EXIT_TIMEOUT: u8 = 4;
+
+/// Everything that can make a guestctl command fail.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Connecting to the agent failed or timed out.
+    #[error("{0}")]
+    Connect(#[from] TransportError),
+    /// The agent returned a non-OK gRPC status.
+    #[error("{op} failed: {}: {}", code_name(status.code()), status.message())]
+    Rpc {
+        /// The command, e.g. `quiesce`.
+        op: &'static str,
+        /// The status returned.
+        status: Status,
+    },
+    /// The RPC did not complete in time.
+    #[error("{op} timed out after {}", fmt_duration(*after))]
+    Timeout {
+        /// The command.
+        op: &'static str,
+        /// The per-call timeout.
+        after: Duration,
+    },
+    /// The agent rejected the init request.
+    #[error("init failed: {reason}")]
+    InitRejected {
+        /// The agent's reason.
+        reason: String,
+    },
+    /// The agent's answer was not usable.
+    #[error("{op} failed: {detail}")]
+    BadResponse {
+        /// The command.
+        op: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The init request could not be built.
+    #[error("{0}")]
+    InitSpec(#[from] InitSpecError),
+    /// Writing the output failed (e.g. closed stdout).
+    #[error("writing output failed: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CtlError {
+    /// Maps an RPC status to an error; deadline expiry counts as a timeout.
+    pub fn from_status(op: &'static str, status: Status, timeout: Duration) -> Self {
+        if is_deadline(&status) {
+            CtlError::Timeout { op, after: timeout }
+        } else {
+            CtlError::Rpc { op, status }
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CtlError::Connect(_) => EXIT_CONNECT,
+            CtlError::Timeout { .. } => EXIT_TIMEOUT,
+            CtlError::Rpc { .. } | CtlError::InitRejected { .. } | CtlError::BadResponse { .. } => {
+                EXIT_AGENT_ERROR
+            }
+            CtlError::InitSpec(_) => EXIT_USAGE,
+            CtlError::Output(_) => EXIT_AGENT_ERROR,
+        })
+    }
+}
+
+/// True when the status reports that the call's deadline passed. tonic reports its own
+/// `grpc-timeout` expiry as CANCELLED "Timeout expired", so that counts too.
+fn is_deadline(status: &Status) -> bool {
+    match status.code() {
+        Code::DeadlineExceeded => true,
+        Code::Cancelled => status.message().contains("Timeout expired"),
+        _ => false,
+    }
+}
+
+/// The canonical upper-case gRPC code name, e.g. `FAILED_PRECONDITION`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_error_line_and_code() {
+        let e = CtlError::from_status(
+            "quiesce",
+            Status::failed_precondition("already frozen"),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            e.to_string(),
+            "quiesce failed: FAILED_PRECONDITION: already frozen"
+        );
+        assert_eq!(e.exit_code(), ExitCode::from(1));
+    }
+
+    #[test]
+    fn deadline_statuses_are_timeouts() {
+        for status in [
+            Status::deadline_exceeded("x"),
+            Status::cancelled("Timeout expired"),
+        ] {
+            let e = CtlError::from_status("thaw", status, Duration::from_secs(30));
+            assert_eq!(e.to_string(), "thaw timed out after 30s");
+            assert_eq!(e.exit_code(), ExitCode::from(4));
+        }
+        let e = CtlError::from_status(
+            "thaw",
+            Status::cancelled("client went away"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(e.exit_code(), ExitCode::from(1));
+    }
+
+    #[test]
+    fn connect_errors_exit_3() {
+        let e = CtlError::from(TransportError::ConnectTimeout {
+            uri: "vsock://3:2695".into(),
+            timeout: Duration::from_secs(5),
+        });
+        assert_eq!(
+            e.to_string(),
+            "connecting to vsock://3:2695 timed out after 5s"
+        );
+        assert_eq!(e.exit_code(), ExitCode::from(3));
+    }
+}
