@@ -5,8 +5,8 @@
 
 use agent_common::{Event, KernelOffsets, SB_FREEZE_COMPLETE};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
 };
 
 /// Struct offsets written by the loader (`EbpfLoader::override_global("OFFSETS", ..)`).

@@ -7,8 +7,8 @@
 //! rwsem reader waits (flags 0x12) on a frozen superblock's `s_writers.rw_sem[]`.
 
 use agent_common::{
-    Event, EventKind, EventSource, FIFREEZE, FITHAW, LCB_F_PERCPU_READ, OBSERVER_PROBE_IOCTL,
-    PendingIoctl, SB_FREEZE_COMPLETE, SB_FREEZE_LEVELS, SemOwner, Waiter,
+    Event, EventKind, EventSource, PendingIoctl, SemOwner, Waiter, FIFREEZE, FITHAW,
+    LCB_F_PERCPU_READ, OBSERVER_PROBE_IOCTL, SB_FREEZE_COMPLETE, SB_FREEZE_LEVELS,
 };
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
@@ -79,7 +79,14 @@ fn forget_frozen(sb: u64) {
 
 /// Emits a freeze or thaw outcome for `sb` and keeps `FROZEN_SEMS` in step with it.
 #[inline(always)]
-fn freeze_outcome(kind: EventKind, source: EventSource, sb: u64, ret: i32, start_ns: u64, holder: u32) {
+fn freeze_outcome(
+    kind: EventKind,
+    source: EventSource,
+    sb: u64,
+    ret: i32,
+    start_ns: u64,
+    holder: u32,
+) {
     let frozen = kernel::frozen_level(sb).unwrap_or(0);
     if ret == 0 {
         if frozen == SB_FREEZE_COMPLETE {
@@ -136,7 +143,11 @@ fn on_fexit(ctx: &FExitContext, kind: EventKind, has_holder: bool) {
         return;
     }
     let sb: u64 = ctx.arg(0);
-    let holder: u32 = if has_holder { ctx.arg::<u64>(1) as u32 } else { 0 };
+    let holder: u32 = if has_holder {
+        ctx.arg::<u64>(1) as u32
+    } else {
+        0
+    };
     let ret: i32 = ctx.ret::<i64>().map_or(0, |r| r as i32);
     freeze_outcome(kind, EventSource::Fexit, sb, ret, 0, holder);
 }
@@ -165,7 +176,10 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
         _pad: 0,
     };
     let key = bpf_get_current_pid_tgid();
-    if PENDING_IOCTLS.insert(key, pending, u64::from(BPF_NOEXIST)).is_ok() {
+    if PENDING_IOCTLS
+        .insert(key, pending, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
         PENDING.add(1);
     } else {
         let _ = PENDING_IOCTLS.insert(key, pending, u64::from(BPF_ANY));
@@ -189,8 +203,19 @@ pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: offset from the tracepoint's format file.
     let ret = unsafe { ctx.read_at::<i64>(IOCTL_EXIT_RET) }.unwrap_or(0) as i32;
-    let kind = if pending.cmd == FIFREEZE { EventKind::Freeze } else { EventKind::Thaw };
-    freeze_outcome(kind, EventSource::IoctlTracepoint, pending.sb, ret, pending.start_ns, 0);
+    let kind = if pending.cmd == FIFREEZE {
+        EventKind::Freeze
+    } else {
+        EventKind::Thaw
+    };
+    freeze_outcome(
+        kind,
+        EventSource::IoctlTracepoint,
+        pending.sb,
+        ret,
+        pending.start_ns,
+        0,
+    );
     0
 }
 
@@ -296,7 +321,13 @@ fn on_percpu_read_wait(lock: u64) {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let waiter = Waiter { lock, sb, start_ns: now, level, _pad: 0 };
+    let waiter = Waiter {
+        lock,
+        sb,
+        start_ns: now,
+        level,
+        _pad: 0,
+    };
     if WAITERS.insert(tid, waiter, u64::from(BPF_NOEXIST)).is_ok() {
         WAITING.add(1);
     } else if WAITERS.insert(tid, waiter, u64::from(BPF_ANY)).is_err() {

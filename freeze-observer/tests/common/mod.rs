@@ -1,0 +1,354 @@
+//! Fixtures for the real-kernel tests: loop-mounted ext4 images the test creates itself, freezes
+//! that are undone by a guard even on panic, and forked writer processes.
+//!
+//! SAFETY RULES: only filesystems created here are ever frozen; every freeze is a `FreezeGuard`
+//! whose Drop thaws; a `LoopFs` Drop thaws, unmounts and detaches its loop device.
+
+#![allow(dead_code)]
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Real-kernel tests share the machine-wide hooks; run them one at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// True when running as root (the real-kernel tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A 64 MiB ext4 image on a loop device, mounted under a fresh directory in /var/tmp.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+    pub mountpoint: PathBuf,
+    loop_dev: String,
+    mounted: bool,
+}
+
+impl LoopFs {
+    /// Creates, formats and mounts a new image.
+    pub fn new(tag: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("freeze-observer-{tag}-"))
+            .tempdir_in("/var/tmp")
+            .expect("scratch dir");
+        let image = dir.path().join("fs.img");
+        let f = std::fs::File::create(&image).expect("image");
+        f.set_len(64 << 20).expect("size image");
+        drop(f);
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let loop_dev = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("mountpoint");
+        let mut fs = Self {
+            dir,
+            mountpoint,
+            loop_dev,
+            mounted: false,
+        };
+        run("mount", &[&fs.loop_dev, fs.mountpoint.to_str().unwrap()]);
+        fs.mounted = true;
+        fs
+    }
+
+    /// A path inside the filesystem.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+
+    /// Freezes it with `fsfreeze -f` (another process: origin "other").
+    pub fn freeze(&self) -> FreezeGuard<'_> {
+        run("fsfreeze", &["-f", self.mountpoint.to_str().unwrap()]);
+        FreezeGuard {
+            fs: self,
+            active: true,
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let mnt = self.mountpoint.to_str().unwrap().to_owned();
+        let _ = Command::new("fsfreeze").args(["-u", &mnt]).output();
+        if self.mounted {
+            let _ = Command::new("umount").arg(&mnt).output();
+        }
+        let _ = Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .output();
+        let _ = self.dir.path();
+    }
+}
+
+/// An active freeze of a [`LoopFs`]; thawed on drop (also on panic).
+pub struct FreezeGuard<'a> {
+    fs: &'a LoopFs,
+    active: bool,
+}
+
+impl FreezeGuard<'_> {
+    /// Thaws now with `fsfreeze -u`.
+    pub fn thaw(mut self) {
+        run("fsfreeze", &["-u", self.fs.mountpoint.to_str().unwrap()]);
+        self.active = false;
+    }
+}
+
+impl Drop for FreezeGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = Command::new("fsfreeze")
+                .args(["-u", self.fs.mountpoint.to_str().unwrap()])
+                .output();
+        }
+    }
+}
+
+/// What a forked writer does once told to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterKind {
+    /// write(2) to a file opened before the freeze (level WRITE).
+    Write,
+    /// open(O_CREAT) of a new file (level WRITE).
+    Create,
+    /// A store to a shared writable mapping of a file (level PAGEFAULT).
+    MmapStore,
+    /// rename(2) of an existing file (level WRITE, through `mnt_want_write`).
+    ///
+    /// (A level-FS writer is not reachable from a plain syscall here: on 6.18 ext4 the close of
+    /// an unlinked file does not block on a frozen fs, checked by hand.)
+    Rename,
+}
+
+impl WriterKind {
+    /// The `comm` the child gives itself.
+    pub fn comm(self) -> &'static str {
+        match self {
+            Self::Write => "w-write",
+            Self::Create => "w-creat",
+            Self::MmapStore => "w-mmap",
+            Self::Rename => "w-rename",
+        }
+    }
+
+    /// The freeze level it blocks at.
+    pub fn level(self) -> u32 {
+        match self {
+            Self::Write | Self::Create | Self::Rename => 1,
+            Self::MmapStore => 2,
+        }
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh fds we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A forked child that prepared its write and waits for [`Writer::go`]; it reports the
+/// monotonic time just before and just after its (possibly blocking) write.
+pub struct Writer {
+    pub pid: u32,
+    pub kind: WriterKind,
+    go: Option<OwnedFd>,
+    done: OwnedFd,
+    reaped: bool,
+}
+
+impl Writer {
+    /// Forks a writer working in `dir` (a directory on the filesystem under test).
+    pub fn spawn(kind: WriterKind, dir: &Path) -> Self {
+        let name = CString::new(kind.comm()).unwrap();
+        let file = CString::new(
+            dir.join(format!("{}-{}", kind.comm(), std::process::id()))
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let new_file = CString::new(
+            dir.join(format!("{}-new-{}", kind.comm(), std::process::id()))
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let (go_r, go_w) = pipe();
+        let (done_r, done_w) = pipe();
+        let (ready_r, ready_w) = pipe();
+        let buf = [0x5au8; 4096];
+        // SAFETY: the child only makes async-signal-safe syscalls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // Child.
+            unsafe {
+                libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+                let mut fd = -1;
+                let mut map: *mut u8 = std::ptr::null_mut();
+                match kind {
+                    WriterKind::Write => {
+                        fd = libc::open(
+                            file.as_ptr(),
+                            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                            0o644,
+                        );
+                    }
+                    WriterKind::Create => {}
+                    WriterKind::MmapStore => {
+                        fd = libc::open(
+                            file.as_ptr(),
+                            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+                            0o644,
+                        );
+                        libc::ftruncate(fd, 4096);
+                        libc::fsync(fd);
+                        map = libc::mmap(
+                            std::ptr::null_mut(),
+                            4096,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_SHARED,
+                            fd,
+                            0,
+                        )
+                        .cast();
+                    }
+                    WriterKind::Rename => {
+                        fd = libc::open(
+                            file.as_ptr(),
+                            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+                            0o644,
+                        );
+                        libc::fsync(fd);
+                        libc::close(fd);
+                    }
+                }
+                let b = 1u8;
+                libc::write(ready_w.as_raw_fd(), (&raw const b).cast(), 1);
+                let mut g = 0u8;
+                libc::read(go_r.as_raw_fd(), (&raw mut g).cast(), 1);
+                let before = mono_ns();
+                match kind {
+                    WriterKind::Write => {
+                        libc::write(fd, buf.as_ptr().cast(), buf.len());
+                    }
+                    WriterKind::Create => {
+                        let nfd =
+                            libc::open(new_file.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o644);
+                        libc::close(nfd);
+                    }
+                    WriterKind::MmapStore => {
+                        if !map.is_null() && map != libc::MAP_FAILED.cast() {
+                            std::ptr::write_volatile(map, 1);
+                        }
+                    }
+                    WriterKind::Rename => {
+                        libc::rename(file.as_ptr(), new_file.as_ptr());
+                    }
+                }
+                let after = mono_ns();
+                let times = [before, after];
+                libc::write(done_w.as_raw_fd(), times.as_ptr().cast(), 16);
+                libc::_exit(0);
+            }
+        }
+        drop((go_r, done_w, ready_w));
+        let mut b = 0u8;
+        // SAFETY: reading one byte into a local.
+        let n = unsafe { libc::read(ready_r.as_raw_fd(), (&raw mut b).cast(), 1) };
+        assert_eq!(n, 1, "writer {kind:?} did not get ready");
+        Self {
+            pid: pid as u32,
+            kind,
+            go: Some(go_w),
+            done: done_r,
+            reaped: false,
+        }
+    }
+
+    /// Lets the writer do its write now.
+    pub fn go(&mut self) {
+        let go = self.go.take().expect("go once");
+        let b = 1u8;
+        // SAFETY: writing one byte from a local.
+        assert_eq!(
+            unsafe { libc::write(go.as_raw_fd(), (&raw const b).cast(), 1) },
+            1
+        );
+    }
+
+    /// Waits for the write to finish and the child to exit; returns how long the write took
+    /// as the child measured it.
+    pub fn finish(&mut self) -> Duration {
+        let mut times = [0u64; 2];
+        // SAFETY: reading 16 bytes into a local array.
+        let n = unsafe { libc::read(self.done.as_raw_fd(), times.as_mut_ptr().cast(), 16) };
+        assert_eq!(n, 16, "writer {:?} reported no times", self.kind);
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+        self.reaped = true;
+        Duration::from_nanos(times[1] - times[0])
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: our own child; it may be blocked on a frozen fs that the guards thaw.
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(self.pid as i32, &mut status, 0);
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// |a - b| <= tolerance.
+pub fn close_to(a: Duration, b: Duration, tolerance: Duration) -> bool {
+    a.abs_diff(b) <= tolerance
+}
