@@ -60,14 +60,11 @@ impl<'a> Tree<'a> {
     /// The mount hiding `i`, if any. `depth` bounds the walk on a malformed parent cycle.
     fn hider(&self, i: usize, depth: usize) -> Option<usize> {
         let m = &self.mounts[i];
-        let covering = self.children(m.mount_id).iter().copied();
-        if let Some(c) = covering
-            .into_iter()
-            .find(|&c| self.mounts[c].mount_point == m.mount_point)
-        {
-            return Some(c);
+        let mut covering = self.children(m.mount_id).iter().copied();
+        match covering.find(|&c| self.mounts[c].mount_point == m.mount_point) {
+            Some(c) => Some(c),
+            None => self.place_hider(i, depth),
         }
-        self.place_hider(i, depth)
     }
 
     /// The mount making the place `i` is attached to unreachable, if any.
