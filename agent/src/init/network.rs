@@ -2,9 +2,9 @@
 //!
 //! [`prepare`] looks up `lo` and the interface (an unknown name fails before anything
 //! changes); [`PreparedNetwork::apply`] then brings `lo` up, brings the interface up,
-//! adds the address and sets the default route. Each change is recorded; when a later step fails, the recorded
-//! changes are undone newest first (address removed, links set down again if this call
-//! brought them up).
+//! adds the address and sets the default route. Each change is recorded; when a later
+//! step fails, the recorded changes are undone newest first (address removed, links
+//! set down again if this call brought them up).
 //!
 //! Default route policy: the route is added with `NLM_F_REPLACE`, so an existing
 //! default route of the same family in the main table (same metric) is replaced by the
