@@ -17,3 +17,4 @@ pub mod mounts;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod telemetry;

@@ -472,7 +472,7 @@ impl Btf {
 }
 
 fn to_field(m: &Member, base: u32) -> Result<Option<Field>, BtfError> {
-    if m.bit_offset % 8 != 0 {
+    if !m.bit_offset.is_multiple_of(8) {
         return Err(BtfError::Unexpected("member is a bitfield".to_owned()));
     }
     Ok(Some(Field {

@@ -46,7 +46,7 @@ async fn fsfreeze_and_four_kinds_of_writers_are_seen_exactly() {
     if skip_unless_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let a = LoopFs::new("a");
     let b = LoopFs::new("b");
     let obs = observer(true).await;
@@ -166,7 +166,7 @@ async fn the_agents_own_freeze_is_attributed_to_the_agent() {
     if skip_unless_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let a = LoopFs::new("own");
     let obs = observer(false).await;
     let mnt = a.mountpoint.clone();
@@ -218,7 +218,7 @@ async fn frozen_before_load_still_attributes_writers() {
     if skip_unless_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let a = LoopFs::new("early");
     let mut writer = Writer::spawn(WriterKind::Write, &a.mountpoint);
     let freeze = a.freeze();
@@ -277,7 +277,7 @@ async fn heavy_lock_contention_with_nothing_frozen_reports_nothing() {
     if skip_unless_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let a = LoopFs::new("busy");
     let obs = observer(false).await;
     let stop = Arc::new(AtomicBool::new(false));

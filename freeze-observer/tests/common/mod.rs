@@ -11,12 +11,11 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::Command,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
 /// Real-kernel tests share the machine-wide hooks; run them one at a time.
-pub static SERIAL: Mutex<()> = Mutex::new(());
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// True when running as root (the real-kernel tests need it).
 pub fn is_root() -> bool {
