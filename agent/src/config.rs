@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub hook_timeout: Duration,
 
+    /// eBPF freeze observer: `auto` loads it and runs on without it if that fails (the reason
+    /// is logged once), `required` refuses to start without it, `off` never loads it.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub ebpf: freeze_observer::EbpfMode,
+
     /// Do not sync filesystems in parallel before freezing (pre-sync shortens the frozen
     /// window; off only for comparison or caution).
     #[arg(long)]

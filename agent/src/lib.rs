@@ -14,6 +14,7 @@ pub mod freezer;
 pub mod init;
 pub mod logging;
 pub mod mounts;
+pub mod observer;
 pub mod server;
 pub mod service;
 pub mod shutdown;

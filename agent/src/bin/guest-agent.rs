@@ -11,6 +11,7 @@ use guest_agent::freezer::presync::PresyncConfig;
 use guest_agent::freezer::{Freezer, FreezerConfig};
 use guest_agent::init::{InitOptions, Initializer};
 use guest_agent::logging;
+use guest_agent::observer::Observer;
 use guest_agent::server::{serve, ServeOptions};
 use guest_agent::service::{GuestService, VERSION};
 use guest_agent::shutdown::Shutdown;
@@ -70,10 +71,14 @@ async fn run(cfg: Config) -> Result<(), String> {
         tracing::info!(mountpoint = %entry.mount_point.display(), ?result, "recovered freeze journal entry");
     }
     let shutdown = Shutdown::new();
+    let observer = Observer::start(cfg.ebpf)
+        .await
+        .map_err(|e| format!("{e} (--ebpf required)"))?;
     let service = GuestService::new(
         freezer.clone(),
         Arc::new(Initializer::new(InitOptions::default())),
         shutdown.clone(),
+        observer.clone(),
     );
     tokio::spawn(on_signals(shutdown.clone()));
     tracing::info!(

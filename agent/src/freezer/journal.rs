@@ -39,6 +39,9 @@ pub struct Entry {
     pub dev: String,
     /// Filesystem type, for the log.
     pub fstype: String,
+    /// Mount id, checked again before a recovery thaw.
+    #[serde(default)]
+    pub mount_id: Option<u32>,
     /// Pending or frozen.
     pub state: EntryState,
 }
@@ -50,6 +53,7 @@ impl Entry {
             mount_point: fs.mount_point.clone(),
             dev: fs.dev.to_string(),
             fstype: fs.fstype.clone(),
+            mount_id: Some(fs.mount_id),
             state,
         }
     }
@@ -193,6 +197,7 @@ mod tests {
             fstype: "ext4".into(),
             source: "/dev/loop9".into(),
             dev: DevId { major: 7, minor: 9 },
+            mount_id: 31,
         }
     }
 

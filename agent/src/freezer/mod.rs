@@ -393,6 +393,7 @@ fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerErro
                     fstype: p.fstype.clone(),
                     source: p.source.clone(),
                     dev: p.dev,
+                    mount_id: p.mount_id,
                 },
                 level,
             });
@@ -408,6 +409,7 @@ fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerErro
                 fstype: s.mount.fstype.clone(),
                 source: s.mount.source.clone(),
                 dev: s.mount.dev,
+                mount_id: s.mount.mount_id,
             },
             outcome: Outcome::Skipped,
             detail: s.reason.to_string(),

@@ -28,7 +28,13 @@ pub fn recover(state: &SharedState) -> Vec<(Entry, Recovered)> {
     for entry in leftovers {
         let result = match entry.dev_id() {
             None => Recovered::Skipped(format!("unreadable device id {:?}", entry.dev)),
-            Some(dev) => match ioctl::open_mountpoint(&entry.mount_point, dev) {
+            Some(dev) => match ioctl::open_mountpoint(
+                &entry.mount_point,
+                ioctl::Expected {
+                    dev,
+                    mount_id: entry.mount_id,
+                },
+            ) {
                 Err(e) => Recovered::Skipped(e.to_string()),
                 Ok(fd) => match ioctl::thaw(&fd) {
                     Ok(()) => Recovered::Thawed,

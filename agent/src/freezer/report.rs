@@ -35,6 +35,19 @@ pub struct FsIdentity {
     pub source: String,
     /// Device id of the superblock.
     pub dev: DevId,
+    /// Mount id (mountinfo's first field): what the mountpoint must still lead to when it is
+    /// opened for FIFREEZE (btrfs reports per-subvolume st_dev, so device ids cannot be used).
+    pub mount_id: u32,
+}
+
+impl FsIdentity {
+    /// What opening its mountpoint must find.
+    pub fn expected(&self) -> super::ioctl::Expected {
+        super::ioctl::Expected {
+            dev: self.dev,
+            mount_id: Some(self.mount_id),
+        }
+    }
 }
 
 /// One filesystem's line in a Quiesce or Thaw result.

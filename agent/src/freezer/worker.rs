@@ -159,7 +159,7 @@ pub fn freeze_all(
 
 fn freeze_one(step: &Step, state: &SharedState) -> (Outcome, String, std::time::Duration) {
     let start = Instant::now();
-    let fd = match ioctl::open_mountpoint(&step.fs.mount_point, step.fs.dev) {
+    let fd = match ioctl::open_mountpoint(&step.fs.mount_point, step.fs.expected()) {
         Ok(fd) => fd,
         Err(e) => return (Outcome::Failed, e.to_string(), start.elapsed()),
     };

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use guest_proto::v1 as pb;
 
 use crate::freezer::{FreezeStatus, FsReport, Outcome, QuiesceReport, ThawReport};
+use crate::observer::Observer;
 
 /// Milliseconds since the Unix epoch (0 for `None`).
 pub fn unix_ms(t: Option<SystemTime>) -> u64 {
@@ -84,7 +85,63 @@ pub fn status_response(s: &FreezeStatus) -> pb::FreezeStatusResponse {
         }),
         watchdog_thaws: s.watchdog_thaws,
         recovered_thaws: s.recovered_thaws,
+        observed: Vec::new(),
+        ebpf: None,
     }
+}
+
+/// Adds what the eBPF observer sees (freezes by anyone, writers blocked now) to a status.
+pub fn add_observer(resp: &mut pb::FreezeStatusResponse, observer: &Observer) {
+    let Some(handle) = observer.handle() else {
+        resp.ebpf = Some(pb::EbpfStatus {
+            active: false,
+            reason: observer.reason().to_string(),
+            ..Default::default()
+        });
+        return;
+    };
+    let snap = handle.snapshot();
+    resp.ebpf = Some(pb::EbpfStatus {
+        active: true,
+        freeze_source: snap.freeze_source.as_str().to_string(),
+        reason: snap.freeze_source_reason.clone(),
+        contention_hook: snap.contention_hook.as_str().to_string(),
+    });
+    resp.observed = snap
+        .filesystems
+        .iter()
+        .filter_map(|fs| {
+            let freeze = fs.frozen.as_ref()?;
+            Some(pb::ObservedFreeze {
+                mountpoint: fs
+                    .mountpoint
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                fstype: fs.fstype.clone(),
+                dev_id: fs.dev.to_string(),
+                origin: freeze.origin.as_str().to_string(),
+                frozen_by_pid: freeze.by.as_ref().map_or(0, |t| t.pid),
+                frozen_by_comm: freeze
+                    .by
+                    .as_ref()
+                    .map(|t| t.comm.clone())
+                    .unwrap_or_default(),
+                frozen_since_unix_ms: unix_ms(freeze.since),
+                blocked_writers: fs
+                    .blocked_writers
+                    .iter()
+                    .map(|w| pb::BlockedWriter {
+                        pid: w.task.pid,
+                        tid: w.task.tid,
+                        comm: w.task.comm.clone(),
+                        level: w.level.as_str().to_string(),
+                        blocked_since_unix_ms: unix_ms(Some(w.since)),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
 }
 
 #[cfg(test)]
@@ -105,6 +162,7 @@ mod tests {
                     major: 254,
                     minor: 16,
                 },
+                mount_id: 40,
             },
             outcome: Outcome::AlreadyFrozen,
             detail: "busy".into(),

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::error::ServiceError;
 use crate::freezer::Freezer;
 use crate::init::Initializer;
+use crate::observer::Observer;
 use crate::shutdown::Shutdown;
 
 /// The agent version reported by Ping.
@@ -22,15 +23,22 @@ pub struct GuestService {
     freezer: Freezer,
     init: Arc<Initializer>,
     shutdown: Shutdown,
+    observer: Observer,
 }
 
 impl GuestService {
-    /// Wires the service to its freezer, initialiser and shutdown signal.
-    pub fn new(freezer: Freezer, init: Arc<Initializer>, shutdown: Shutdown) -> Self {
+    /// Wires the service to its freezer, initialiser, shutdown signal and eBPF observer.
+    pub fn new(
+        freezer: Freezer,
+        init: Arc<Initializer>,
+        shutdown: Shutdown,
+        observer: Observer,
+    ) -> Self {
         Self {
             freezer,
             init,
             shutdown,
+            observer,
         }
     }
 
@@ -126,8 +134,8 @@ impl Guest for GuestService {
         &self,
         _: Request<pb::FreezeStatusRequest>,
     ) -> Result<Response<pb::FreezeStatusResponse>, Status> {
-        Ok(Response::new(convert::status_response(
-            &self.freezer.status(),
-        )))
+        let mut resp = convert::status_response(&self.freezer.status());
+        convert::add_observer(&mut resp, &self.observer);
+        Ok(Response::new(resp))
     }
 }
