@@ -26,6 +26,7 @@ pub mod loopfs;
 pub mod mount;
 pub mod mountinfo;
 pub mod names;
+pub mod reliability;
 pub mod netns;
 pub mod rpc;
 pub mod scratch;
