@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::mounts::{self, Policy};
+use crate::telemetry::freezer as telemetry;
+use crate::telemetry::metrics::Phase;
 pub use report::{
     FreezeStatus, FrozenInfo, FsIdentity, FsReport, Outcome, QuiesceReport, ThawReport,
     WatchdogThaw,
@@ -202,21 +204,26 @@ impl Freezer {
         let handoff = Arc::new(Handoff::default());
         let worker_handoff = handoff.clone();
         self.inner.state.lock().in_progress = true;
+        let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             // The operation lock travels with the worker: a timed-out caller does not let the
             // next operation start until the kernel has returned and the worker has cleaned up.
             let _guard = guard;
+            let _span = span.entered();
             if let Some(cfg) = this.inner.cfg.presync {
+                let _phase = telemetry::phase(Phase::Presync);
                 let paths: Vec<_> = steps.iter().map(|s| s.fs.mount_point.clone()).collect();
                 let r = presync::presync(&paths, &cfg);
                 tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
             }
+            let phase = telemetry::phase(Phase::Freeze);
             let res = worker::freeze_all(
                 &steps,
                 this.inner.cfg.parallel,
                 &this.inner.state,
                 &worker_handoff,
             );
+            drop(phase);
             this.inner.state.lock().in_progress = false;
             res
         });
@@ -296,9 +303,14 @@ impl Freezer {
         }
         let this = self.clone();
         self.inner.state.lock().in_progress = true;
+        let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            let _span = span.entered();
+            let phase = telemetry::phase(Phase::Thaw);
             let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel);
+            drop(phase);
+            telemetry::thawed(&reports, op == "watchdog thaw");
             let mut st = this.inner.state.lock();
             st.in_progress = false;
             if st.held.is_empty() {

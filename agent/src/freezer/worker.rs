@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use super::ioctl::{self, errno_text};
 use super::report::{FsIdentity, FsReport, Outcome};
 use super::state::{Held, SharedState};
+use crate::telemetry::freezer as telemetry;
 
 /// One filesystem to freeze and its level in the dependency graph.
 #[derive(Debug, Clone)]
@@ -96,7 +97,11 @@ pub fn freeze_all(
             std::thread::scope(|s| {
                 let handles: Vec<_> = level
                     .iter()
-                    .map(|step| s.spawn(move || freeze_one(step, state)))
+                    .map(|step| {
+                        // The per-filesystem spans are children of the caller's span.
+                        let parent = tracing::Span::current();
+                        s.spawn(move || parent.in_scope(|| freeze_one(step, state)))
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -157,7 +162,15 @@ pub fn freeze_all(
     Ok(reports)
 }
 
+/// FIFREEZE of one filesystem, inside its `fs.freeze` span (counted in the metrics).
 fn freeze_one(step: &Step, state: &SharedState) -> (Outcome, String, std::time::Duration) {
+    let call = telemetry::freeze_call(&step.fs);
+    let r = freeze_ioctl(step, state);
+    call.finish(r.0);
+    r
+}
+
+fn freeze_ioctl(step: &Step, state: &SharedState) -> (Outcome, String, std::time::Duration) {
     let start = Instant::now();
     let fd = match ioctl::open_mountpoint(&step.fs.mount_point, step.fs.expected()) {
         Ok(fd) => fd,
@@ -200,6 +213,7 @@ fn freeze_one(step: &Step, state: &SharedState) -> (Outcome, String, std::time::
 /// Thaws everything held (the whole freeze is this operation's) and marks the reports.
 fn rollback(state: &SharedState, reports: &mut [FsReport]) -> usize {
     let thawed = thaw_all(state, true);
+    telemetry::thawed(&thawed, false);
     for t in &thawed {
         if let Some(r) = reports
             .iter_mut()
@@ -236,7 +250,13 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
         let group = std::mem::replace(&mut rest, tail);
         let results: Vec<_> = if parallel && group.len() > 1 {
             std::thread::scope(|s| {
-                let handles: Vec<_> = group.iter().map(|h| s.spawn(move || thaw_one(h))).collect();
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|h| {
+                        let parent = tracing::Span::current();
+                        s.spawn(move || parent.in_scope(|| thaw_one(h)))
+                    })
+                    .collect();
                 handles
                     .into_iter()
                     .map(|j| j.join().expect("thaw thread panicked"))
@@ -261,7 +281,15 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
     reports
 }
 
+/// FITHAW of one filesystem, inside its `fs.thaw` span (records how long it was frozen).
 fn thaw_one(h: &Held) -> FsReport {
+    let call = telemetry::thaw_call(&h.fs, h.since);
+    let report = thaw_ioctl(h);
+    call.finish(report.outcome);
+    report
+}
+
+fn thaw_ioctl(h: &Held) -> FsReport {
     let start = Instant::now();
     let res = ioctl::thaw(&h.fd);
     let duration = start.elapsed();
