@@ -1,5 +1,6 @@
 //! Command-line interface of guestctl (clap derive).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,16 +27,47 @@ Exit codes:
      connecting took longer than --connect-timeout)
   4  an RPC timed out (no answer within --timeout)
 
+  5-8, 130, 143: `guestctl snapshot` outcomes, see `guestctl snapshot --help`
+
 Errors are printed as one line on stderr, e.g.
   guestctl: quiesce failed: FAILED_PRECONDITION: already frozen";
+
+const SNAPSHOT_ABOUT: &str = "\
+Quiesce the guest, SIGSTOP the VMM (--pause-pid), run COMMAND (the disk copy), SIGCONT, Thaw.
+
+The thaw is guaranteed: it is sent even when Quiesce failed, timed out or was interrupted
+(the guest may have frozen anyway), retried until --thaw-deadline, and confirmed with
+FreezeStatus (nothing frozen, nothing in progress, after our Quiesce settled). A Quiesce
+that is not answered within --quiesce-timeout is not cancelled in the guest: the agent
+finishes it and runs the Thaw after it. SIGINT/SIGTERM are caught: the sequence skips what
+has not started, forwards the signal to COMMAND, resumes the VMM and thaws. SIGCONT is sent
+whenever SIGSTOP was.
+
+Each phase (quiesce, pause, command, resume, thaw, confirm) is timed and recorded as an
+OpenTelemetry span under one trace whose id is printed; every RPC carries the phase's W3C
+traceparent so the agent's spans join the trace. COMMAND gets TRACEPARENT and
+GUESTCTL_TRACE_ID in its environment. With --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)
+the spans are exported over OTLP/gRPC before exit (bounded by --otlp-timeout).
+
+With --json, stdout carries one JSON object (COMMAND's stdout goes to stderr).
+
+Exit codes, most serious first:
+  5    the thaw was not confirmed before --thaw-deadline: THE VM MAY STILL BE FROZEN
+  8    SIGSTOP or SIGCONT of --pause-pid failed
+  130  interrupted by SIGINT (143: SIGTERM); the VM was still resumed and thawed
+  6    Quiesce failed or timed out: no snapshot taken, VM thawed
+  7    COMMAND failed, could not start or was killed: VM resumed and thawed
+  3    could not connect: nothing was frozen
+  0    COMMAND ran on the frozen (and paused) VM, which is resumed and confirmed thawed";
 
 /// guestctl: host-side client of the guest agent.
 #[derive(Debug, Parser)]
 #[command(name = "guestctl", version, about = "Host-side client of the microVM guest agent", long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Where the agent is: vsock://CID:PORT, hvsock:///path/vm.sock:PORT, unix:///path or tcp://HOST:PORT.
+    /// Required by every command except `proxy`.
     #[arg(long, env = "GUESTCTL_CONNECT", value_name = "URI")]
-    pub connect: ConnectUri,
+    pub connect: Option<ConnectUri>,
 
     /// Print one JSON object on stdout instead of human-readable text.
     #[arg(long, global = true)]
@@ -80,6 +112,41 @@ pub enum Command {
     Status,
     /// Ask the agent to thaw, drain and exit.
     Shutdown,
+    /// Freeze, pause the VMM, run COMMAND, resume, thaw (guaranteed) and confirm.
+    #[command(long_about = SNAPSHOT_ABOUT)]
+    Snapshot(SnapshotArgs),
+}
+
+/// Flags of `guestctl snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The VMM process (firecracker, cloud-hypervisor, qemu) to SIGSTOP while COMMAND runs.
+    #[arg(long, value_name = "PID")]
+    pub pause_pid: Option<u32>,
+
+    /// Seconds to wait for Quiesce (upstream's host uses 5).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub quiesce_timeout: Duration,
+
+    /// Seconds the thaw may take in total: retries and confirmation.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub thaw_deadline: Duration,
+
+    /// Freeze only this mountpoint (repeatable); default: every eligible filesystem.
+    #[arg(long = "mountpoint", value_name = "PATH")]
+    pub mountpoints: Vec<String>,
+
+    /// OTLP/gRPC receiver for the spans: http://HOST:PORT, or tcp://, unix://, vsock://.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Seconds the span export may take.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub otlp_timeout: Duration,
+
+    /// The command to run while the guest is frozen, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 /// Flags of `guestctl init`: either `--file` or the individual flags.
@@ -163,6 +230,42 @@ mod tests {
         match cli.command {
             Command::Quiesce { mountpoints } => assert_eq!(mountpoints, ["/a", "/b"]),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "guestctl",
+            "--connect",
+            "unix:///run/a.sock",
+            "snapshot",
+            "--pause-pid",
+            "42",
+            "--quiesce-timeout",
+            "0.5",
+            "--json",
+            "--",
+            "cp",
+            "--sparse=always",
+            "a",
+            "b",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Snapshot(s) = cli.command else {
+            panic!("not a snapshot")
+        };
+        assert_eq!(s.pause_pid, Some(42));
+        assert_eq!(s.quiesce_timeout, Duration::from_millis(500));
+        assert_eq!(s.thaw_deadline, Duration::from_secs(30));
+        assert_eq!(s.command, ["cp", "--sparse=always", "a", "b"]);
+        // COMMAND is required and must follow `--`.
+        for args in [
+            &["guestctl", "--connect", "unix:///s", "snapshot"][..],
+            &["guestctl", "--connect", "unix:///s", "snapshot", "cp"][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
     }
 

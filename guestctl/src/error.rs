@@ -56,6 +56,9 @@ pub enum CtlError {
     /// The init request could not be built.
     #[error("{0}")]
     InitSpec(#[from] InitSpecError),
+    /// The command needs `--connect` and none was given.
+    #[error("--connect URI (or GUESTCTL_CONNECT) is required for this command")]
+    MissingConnect,
     /// Writing the output failed (e.g. closed stdout).
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
@@ -79,7 +82,7 @@ impl CtlError {
             CtlError::Rpc { .. } | CtlError::InitRejected { .. } | CtlError::BadResponse { .. } => {
                 EXIT_AGENT_ERROR
             }
-            CtlError::InitSpec(_) => EXIT_USAGE,
+            CtlError::InitSpec(_) | CtlError::MissingConnect => EXIT_USAGE,
             CtlError::Output(_) => EXIT_AGENT_ERROR,
         })
     }

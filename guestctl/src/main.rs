@@ -1,13 +1,14 @@
 //! guestctl: host-side client of the microVM guest agent (`boxlite.v1.Guest`).
 //!
-//! `guestctl --connect URI [--json] <ping|init|quiesce|thaw|status|shutdown>`; see
-//! `guestctl --help` for transports and exit codes.
+//! `guestctl --connect URI [--json] <ping|init|quiesce|thaw|status|shutdown|snapshot>`;
+//! see `guestctl --help` for transports and exit codes.
 
 mod cli;
 mod commands;
 mod error;
 mod init_spec;
 mod output;
+mod snapshot;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ async fn main() -> ExitCode {
         )
         .init();
     match commands::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("guestctl: {e}");
             e.exit_code()

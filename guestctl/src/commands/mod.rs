@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::cli::{Cli, Command};
 use crate::error::CtlError;
 use crate::init_spec;
+use crate::snapshot;
 
 /// What every command needs: the client, the per-call timeout and the output mode.
 pub struct Ctx {
@@ -28,20 +29,40 @@ pub struct Ctx {
     pub json: bool,
 }
 
-/// Runs the command `cli` describes.
-pub async fn run(cli: Cli) -> Result<(), CtlError> {
+/// Runs the command `cli` describes; returns the exit code of a command that ended
+/// normally (0, or a snapshot's own codes).
+pub async fn run(cli: Cli) -> Result<u8, CtlError> {
     // Build the init request first: a bad spec is a usage error, no agent needed.
     let init_request = match &cli.command {
         Command::Init(args) => Some(init_spec::request_from_args(args)?),
         _ => None,
     };
-    let channel = connect_channel(&cli.connect, cli.connect_timeout).await?;
+    let connect = cli.connect.clone().ok_or(CtlError::MissingConnect)?;
+    let command = match cli.command {
+        Command::Snapshot(args) => {
+            return Ok(snapshot::run(snapshot::SnapshotOptions {
+                connect,
+                connect_timeout: cli.connect_timeout,
+                pause_pid: args.pause_pid,
+                quiesce_timeout: args.quiesce_timeout,
+                thaw_deadline: args.thaw_deadline,
+                mountpoints: args.mountpoints,
+                otlp_endpoint: args.otlp_endpoint,
+                otlp_timeout: args.otlp_timeout,
+                command: args.command,
+                json: cli.json,
+            })
+            .await)
+        }
+        other => other,
+    };
+    let channel = connect_channel(&connect, cli.connect_timeout).await?;
     let mut ctx = Ctx {
         client: GuestClient::new(channel),
         timeout: cli.timeout,
         json: cli.json,
     };
-    match cli.command {
+    match command {
         Command::Ping { count, interval_ms } => {
             ping::run(&mut ctx, count, Duration::from_millis(interval_ms)).await
         }
@@ -50,7 +71,9 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Thaw => freeze::thaw(&mut ctx).await,
         Command::Status => freeze::status(&mut ctx).await,
         Command::Shutdown => shutdown::run(&mut ctx).await,
-    }
+        Command::Snapshot(_) => Ok(()),
+    }?;
+    Ok(0)
 }
 
 /// Wraps a message in a request carrying the deadline (sent as `grpc-timeout`).
