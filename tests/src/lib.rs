@@ -11,7 +11,9 @@
 //! [`loopdev`] / [`loopfs`] / [`mount`] (block devices and filesystems), [`fsfreeze`]
 //! (freezing from outside the agent), [`writer`] (a process that blocks on a frozen
 //! filesystem), [`agent`] (the agent process), [`client`] / [`rpc`] (bounded gRPC calls),
-//! [`guestctl`] (the CLI), [`netns`] (network namespaces), [`mountinfo`], [`cmd`], [`names`],
+//! [`guestctl`] (the CLI), [`netns`] (network namespaces), [`requests`] / [`results`]
+//! (building requests, reading reports),
+//! [`mountinfo`], [`cmd`], [`names`],
 //! [`bins`].
 
 pub mod agent;
@@ -26,8 +28,10 @@ pub mod loopfs;
 pub mod mount;
 pub mod mountinfo;
 pub mod names;
-pub mod reliability;
 pub mod netns;
+pub mod reliability;
+pub mod requests;
+pub mod results;
 pub mod rpc;
 pub mod scratch;
 pub mod writer;

@@ -36,6 +36,20 @@ impl LoopDev {
 
     /// Attaches an existing image file to a free loop device.
     pub fn attach(image: &Path) -> Result<Self> {
+        Self::attach_with(image, false)
+    }
+
+    /// Attaches an existing image file read-only (for inspecting a copy, e.g. a snapshot).
+    pub fn attach_read_only(image: &Path) -> Result<Self> {
+        Self::attach_with(image, true)
+    }
+
+    fn attach_with(image: &Path, read_only: bool) -> Result<Self> {
+        let mut args = vec![OsStr::new("-f"), OsStr::new("--show")];
+        if read_only {
+            args.push(OsStr::new("-r"));
+        }
+        args.push(image.as_os_str());
         // Another test may grab the same free device between the kernel's answer and the
         // attach; losetup reports that as a failure, so try again a few times.
         let mut last = None;

@@ -129,6 +129,22 @@ impl LoopFs {
         self.dev.dev_id()
     }
 
+    /// Shuts the filesystem down (`xfs_io -x -c shutdown`, FS_IOC_SHUTDOWN; ext4 and xfs):
+    /// it stays mounted read-write in mountinfo, but every later write, sync and FIFREEZE
+    /// fails with EIO. A real, reproducible freeze failure for rollback tests.
+    pub fn shut_down(&self) -> Result<()> {
+        run_ok(
+            "xfs_io",
+            &[
+                OsStr::new("-x"),
+                OsStr::new("-c"),
+                OsStr::new("shutdown"),
+                self.mountpoint().as_os_str(),
+            ],
+        )
+        .map(drop)
+    }
+
     /// The mountpoint as a string, the form the RPCs take.
     pub fn mp(&self) -> String {
         self.mountpoint().display().to_string()
@@ -159,6 +175,21 @@ mod tests {
         assert!(mountinfo::at(&mi).unwrap().is_none());
         assert!(mountinfo::at(&mo).unwrap().is_none());
         assert!(crate::loopdev::devices_backed_under(s.path()).is_empty());
+    }
+
+    #[test]
+    fn a_shut_down_ext4_fails_fifreeze_with_eio_and_still_cleans_up() {
+        let s = Scratch::new().unwrap();
+        let fs = LoopFs::new(&s, "a", FsType::Ext4, 16).unwrap();
+        fs.shut_down().unwrap();
+        assert!(mountinfo::at(fs.mountpoint()).unwrap().unwrap().is_rw());
+        let out =
+            crate::cmd::run("fsfreeze", &[OsStr::new("-f"), fs.mountpoint().as_os_str()]).unwrap();
+        assert!(!out.ok());
+        assert!(out.stderr.contains("Input/output error"), "{}", out.stderr);
+        let mp = fs.mountpoint().to_path_buf();
+        drop(fs);
+        assert!(mountinfo::at(&mp).unwrap().is_none());
     }
 
     #[test]

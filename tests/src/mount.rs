@@ -29,6 +29,24 @@ impl Mount {
         })
     }
 
+    /// Mounts block device `dev` at `target` (created if missing) with mount options
+    /// `opts` (e.g. `ro,noload`).
+    pub fn device_with(dev: &Path, target: &Path, opts: &str) -> Result<Self> {
+        mkdir(target)?;
+        run_ok(
+            "mount",
+            &[
+                OsStr::new("-o"),
+                OsStr::new(opts),
+                dev.as_os_str(),
+                target.as_os_str(),
+            ],
+        )?;
+        Ok(Self {
+            target: target.to_path_buf(),
+        })
+    }
+
     /// Bind-mounts `src` at `target` (created if missing): a second mount of the same
     /// superblock.
     pub fn bind(src: &Path, target: &Path) -> Result<Self> {

@@ -21,7 +21,7 @@ pub mod thaw_guard;
 pub use fakevmm::{FakeVmm, VmmBehaviour};
 pub use latency::Latencies;
 pub use prng::Prng;
-pub use procstat::ProcSample;
+pub use procstat::{threads_in_state, ProcSample};
 pub use records::{RecordWriter, WriterOptions};
 pub use state_dir::StateDir;
 pub use thaw_guard::ThawGuard;

@@ -48,6 +48,18 @@ impl ProcSample {
     }
 }
 
+/// Thread ids of process `pid` whose scheduler state is `state` (`'D'`: blocked
+/// uninterruptibly in the kernel, e.g. in an ioctl waiting for I/O).
+pub fn threads_in_state(pid: u32, state: char) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&tid| crate::writer::proc_state(tid) == Some(state))
+        .collect()
+}
+
 impl fmt::Display for ProcSample {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -85,5 +97,16 @@ mod tests {
         assert!(b.fds >= a.fds + 40, "before {a}, with 50 more files {b}");
         drop(files);
         assert!(ProcSample::of(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn finds_a_sleeping_thread_and_not_a_blocked_one() {
+        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(threads_in_state(c.id(), 'S'), vec![c.id()]);
+        assert!(threads_in_state(c.id(), 'D').is_empty());
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(threads_in_state(c.id(), 'S').is_empty());
     }
 }

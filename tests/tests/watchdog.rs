@@ -1,0 +1,109 @@
+//! The watchdog: a host that vanishes after Quiesce must not leave the guest frozen. With
+//! `--freeze-timeout 2` the agent thaws by itself about 2 s after the freeze, records it,
+//! and reports it through FreezeStatus; a Thaw in time disarms it.
+
+use std::time::{Duration, Instant};
+
+use system_tests::results::{now_ms, summary};
+use system_tests::{fsfreeze, Agent, Durability, FsType, LoopFs, Scratch, Writer};
+
+const BLOCK_WINDOW: Duration = Duration::from_millis(500);
+const FINISH: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
+    let s = Scratch::new()?;
+    let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
+    let agent = Agent::start(&s, &["--freeze-timeout", "2"]).await?;
+    let mut rpc = agent.rpc().await?;
+
+    let before = now_ms();
+    let started = Instant::now();
+    let q = rpc.quiesce(&[fs.mp()]).await??;
+    assert_eq!(q.frozen_count, 1, "{}", summary(&q.filesystems));
+    let deadline = q.watchdog_deadline_unix_ms;
+    assert!(
+        deadline >= before + 1_900 && deadline <= now_ms() + 2_100,
+        "deadline {deadline}, now {}",
+        now_ms()
+    );
+    let st = rpc.status().await??;
+    assert_eq!(st.watchdog_timeout_ms, 2_000, "{st:?}");
+    assert_eq!(st.watchdog_thaws, 0, "{st:?}");
+
+    let mut w = Writer::start(&s, &fs.join("data"), 1 << 20, Durability::Fsync)?;
+    w.assert_blocked(BLOCK_WINDOW).await?;
+
+    // No Thaw. Poll until the agent reports nothing frozen.
+    let st = loop {
+        let st = rpc.status().await??;
+        if !st.frozen {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "still frozen after {:?}: {st:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    println!("watchdog thawed {took:?} after the Quiesce");
+    assert!(
+        took >= Duration::from_millis(1_800),
+        "thawed too early: {took:?}"
+    );
+    assert!(st.filesystems.is_empty(), "{st:?}");
+    assert_eq!(st.watchdog_thaws, 1, "{st:?}");
+    let ev = st
+        .last_watchdog_thaw
+        .as_ref()
+        .expect("last_watchdog_thaw is set");
+    assert_eq!(ev.thawed_count, 1, "{ev:?}");
+    assert_eq!(ev.mountpoints, vec![fs.mp()], "{ev:?}");
+    assert!(
+        ev.at_unix_ms + 50 >= deadline,
+        "watchdog fired at {} before its deadline {deadline}",
+        ev.at_unix_ms
+    );
+
+    w.finish(FINISH).await?;
+    assert!(!fsfreeze::is_frozen(fs.mountpoint())?);
+    // A late Thaw from the host finds nothing to do.
+    assert_eq!(rpc.thaw().await??.thawed_count, 0);
+    assert!(
+        agent.logs().to_lowercase().contains("watchdog"),
+        "the watchdog thaw is logged"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thaw_in_time_disarms_the_watchdog() -> anyhow::Result<()> {
+    let s = Scratch::new()?;
+    let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
+    let agent = Agent::start(&s, &["--freeze-timeout", "1.5"]).await?;
+    let mut rpc = agent.rpc().await?;
+    rpc.quiesce(&[fs.mp()]).await??;
+    assert_eq!(rpc.thaw().await??.thawed_count, 1);
+    // A new freeze right away gets a fresh deadline; the old watchdog must not thaw it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let q = rpc.quiesce(&[fs.mp()]).await??;
+    assert_eq!(q.frozen_count, 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let st = rpc.status().await??;
+    assert!(
+        st.frozen,
+        "the first freeze's watchdog thawed the second freeze: {st:?}"
+    );
+    assert_eq!(st.watchdog_thaws, 0, "{st:?}");
+    assert_eq!(rpc.thaw().await??.thawed_count, 1);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let st = rpc.status().await??;
+    assert_eq!(
+        st.watchdog_thaws, 0,
+        "a thawed freeze must not count a watchdog thaw: {st:?}"
+    );
+    assert!(st.last_watchdog_thaw.is_none(), "{st:?}");
+    Ok(())
+}
