@@ -76,6 +76,10 @@ pub struct Config {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// Metrics (/metrics, OTLP) and tracing.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::config::TelemetryArgs,
 }
 
 /// How log lines on stderr look.

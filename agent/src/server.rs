@@ -9,6 +9,8 @@ use tonic::transport::Server;
 
 use crate::service::GuestService;
 use crate::shutdown::Shutdown;
+use crate::telemetry::grpc_layer::GrpcTelemetryLayer;
+use crate::telemetry::rpc::MetricsService;
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +85,12 @@ pub async fn serve(
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // A span (child of the host's traceparent) and the gRPC metrics for every call.
+        .layer(GrpcTelemetryLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(guest)
+        .add_service(MetricsService::server())
         .serve_with_incoming_shutdown(stream::select_all(incoming), signal)
         .await?;
     Ok(())

@@ -10,16 +10,15 @@ use guest_agent::freezer::journal::Journal;
 use guest_agent::freezer::presync::PresyncConfig;
 use guest_agent::freezer::{Freezer, FreezerConfig};
 use guest_agent::init::{InitOptions, Initializer};
-use guest_agent::logging;
 use guest_agent::observer::Observer;
 use guest_agent::server::{serve, ServeOptions};
 use guest_agent::service::{GuestService, VERSION};
 use guest_agent::shutdown::Shutdown;
+use guest_agent::telemetry;
 use guest_transport::ListenOptions;
 
 fn main() -> ExitCode {
     let cfg = Config::parse();
-    logging::init(cfg.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +29,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Metrics and traces first (inside the runtime: the OTLP exporters live on it), then the
+    // logger, whose tracing layer needs the tracer.
+    let telemetry = match runtime.block_on(async { telemetry::install(cfg.telemetry.otlp()) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("guest-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::subscriber::init(cfg.log_format, telemetry.tracer());
     match runtime.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -70,10 +79,24 @@ async fn run(cfg: Config) -> Result<(), String> {
     for (entry, result) in freezer.recover().await {
         tracing::info!(mountpoint = %entry.mount_point.display(), ?result, "recovered freeze journal entry");
     }
+    telemetry::metrics().observe_freezer(freezer.clone());
     let shutdown = Shutdown::new();
     let observer = Observer::start(cfg.ebpf)
         .await
         .map_err(|e| format!("{e} (--ebpf required)"))?;
+    if let Some(handle) = observer.handle() {
+        telemetry::writers::watch(handle.clone());
+    }
+    if let Some(uri) = cfg.telemetry.metrics_listen() {
+        let opts = ListenOptions {
+            allowed_cids: cfg.allowed_cids(),
+            allow_remote: cfg.allow_remote,
+        };
+        let expo = telemetry::global().exposition().clone();
+        telemetry::http::serve(&uri, &opts, expo, shutdown.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let service = GuestService::new(
         freezer.clone(),
         Arc::new(Initializer::new(InitOptions::default())),
@@ -103,6 +126,10 @@ async fn run(cfg: Config) -> Result<(), String> {
             tracing::error!(error = %e, "thaw on exit failed; filesystems may still be frozen")
         }
     }
+    // Bounded: an OTLP receiver that is gone costs at most this on the way out.
+    telemetry::global()
+        .shutdown(std::time::Duration::from_secs(2))
+        .await;
     served.map_err(|e| e.to_string())?;
     tracing::info!("guest-agent stopped");
     Ok(())

@@ -14,7 +14,9 @@ use super::metrics::{FsOp, OpResult, Origin, Phase};
 use crate::freezer::{FsIdentity, FsReport, Outcome};
 
 /// One FIFREEZE or FITHAW in progress: a span named `fs.freeze` / `fs.thaw` with the
-/// filesystem's mountpoint and type; [`FsCall::finish`] adds the outcome and duration.
+/// filesystem's mountpoint and type; [`FsCall::finish`] adds the outcome and duration. A thaw
+/// span also summarises the writers the freeze blocked (`blocked_writers`, `longest_stall_ms`)
+/// when the eBPF observer runs.
 pub struct FsCall {
     span: EnteredSpan,
     op: FsOp,
@@ -44,8 +46,18 @@ impl FsCall {
                 outcome = Empty,
                 duration_ms = Empty,
                 frozen_ms = Empty,
+                blocked_writers = Empty,
+                longest_stall_ms = Empty,
             ),
         };
+        if op == FsOp::Thaw {
+            // Writers blocked by a freeze wait until its thaw: the ones blocked now are all of
+            // them (as far as the eBPF observer saw).
+            if let Some((n, longest)) = super::writers::blocked_now(&fs.mount_point) {
+                span.record("blocked_writers", n as u64);
+                span.record("longest_stall_ms", longest.as_secs_f64() * 1e3);
+            }
+        }
         Self {
             span: span.entered(),
             op,

@@ -5,9 +5,10 @@
 //! One file per concern: [`metrics`] defines every instrument; [`exposition`] renders them in
 //! the Prometheus text format and [`http`] serves it; [`otel`] builds the OTLP pipelines with
 //! the bounded [`span_queue`]; [`propagation`] reads W3C trace context from gRPC metadata;
-//! [`grpc_layer`] makes a span and the gRPC metrics per call; [`freezer`] is what the freezer
-//! calls for its per-filesystem and per-phase spans; [`process`] reads `/proc/self`;
-//! [`subscriber`] installs logging plus tracing; [`config`] holds the flags.
+//! [`grpc_layer`] makes a span and the gRPC metrics per call; [`rpc`] serves `GetMetrics`;
+//! [`freezer`] is what the freezer calls for its per-filesystem and per-phase spans;
+//! [`writers`] feeds the eBPF observer's state and events into the metrics; [`process`] reads
+//! `/proc/self`; [`subscriber`] installs logging plus tracing; [`config`] holds the flags.
 //!
 //! The pipeline is process-global, like a logger: [`install`] builds it once at start (inside
 //! the tokio runtime, before anything records), and [`metrics`] hands out the instruments to
@@ -24,8 +25,10 @@ pub mod metrics;
 pub mod otel;
 pub mod process;
 pub mod propagation;
+pub mod rpc;
 pub mod span_queue;
 pub mod subscriber;
+pub mod writers;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
