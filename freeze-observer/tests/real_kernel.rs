@@ -13,18 +13,24 @@ use std::{
 
 use common::{close_to, is_root, wait_for, LoopFs, Writer, WriterKind, SERIAL};
 use freeze_observer::{
-    start, EbpfMode, LoadOptions, ObserverConfig, ObserverHandle, Origin, WriteLevel,
+    start, ContentionHook, EbpfMode, LoadOptions, ObserverConfig, ObserverHandle, Origin,
+    WriteLevel,
 };
 
 const TOLERANCE: Duration = Duration::from_millis(20);
 
 async fn observer(probe_frozen: bool) -> ObserverHandle {
+    observer_with(LoadOptions {
+        probe_frozen,
+        ..LoadOptions::default()
+    })
+    .await
+}
+
+async fn observer_with(load: LoadOptions) -> ObserverHandle {
     let config = ObserverConfig {
         mode: EbpfMode::Required,
-        load: LoadOptions {
-            probe_frozen,
-            ..LoadOptions::default()
-        },
+        load,
         agent_pid: None,
     };
     start(config)
@@ -265,6 +271,51 @@ async fn frozen_before_load_still_attributes_writers() {
     let stall = obs.snapshot().filesystem(&a.mountpoint).unwrap().stalls[0].clone();
     assert_eq!(stall.task.pid, writer.pid);
     assert_eq!(stall.level, WriteLevel::Write);
+    assert!(
+        close_to(stall.duration, took, TOLERANCE),
+        "{:?} vs {took:?}",
+        stall.duration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_tracepoint_fallback_sees_the_same_stall() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let a = LoopFs::new("raw");
+    let obs = observer_with(LoadOptions {
+        contention_hook: Some(ContentionHook::RawTracepoint),
+        probe_frozen: false,
+        ..LoadOptions::default()
+    })
+    .await;
+    assert_eq!(
+        obs.snapshot().contention_hook,
+        ContentionHook::RawTracepoint
+    );
+    let mut writer = Writer::spawn(WriterKind::MmapStore, &a.mountpoint);
+    let freeze = a.freeze();
+    writer.go();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    freeze.thaw();
+    let took = writer.finish();
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            obs.snapshot()
+                .filesystem(&a.mountpoint)
+                .is_some_and(|f| f.stalls.len() == 1)
+        })
+        .await,
+        "{:#?}",
+        obs.snapshot()
+    );
+    let stall = obs.snapshot().filesystem(&a.mountpoint).unwrap().stalls[0].clone();
+    assert_eq!(
+        (stall.task.pid, stall.level),
+        (writer.pid, WriteLevel::PageFault)
+    );
     assert!(
         close_to(stall.duration, took, TOLERANCE),
         "{:?} vs {took:?}",
