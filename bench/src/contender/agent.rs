@@ -1,0 +1,280 @@
+//! Our guest-agent, started as a separate process on a unix socket and driven over gRPC
+//! exactly as a host would (Quiesce with the mountpoints, Thaw, Ping).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use guest_proto::v1::guest_client::GuestClient;
+use guest_proto::v1::{PingRequest, QuiesceRequest, ThawRequest};
+use guest_transport::{connect_channel, ConnectUri};
+use tokio::runtime::Runtime;
+use tonic::transport::Channel;
+
+use super::{scratch_path, Contender, ContenderKind};
+use crate::child::ChildSpec;
+use crate::error::BenchError;
+use crate::process::{log_tail, ChildGuard, Memory};
+use crate::scratch::Scratch;
+
+/// Deadline of every RPC.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a freshly started agent to answer Ping.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running guest-agent and a connected client.
+pub struct AgentContender {
+    kind: ContenderKind,
+    proc: ChildGuard,
+    client: GuestClient<Channel>,
+    /// A current-thread runtime of its own, driven only by this (the main) thread: the
+    /// HTTP/2 connection then runs on the calling thread, so a round trip costs no
+    /// cross-thread wake-ups in the client and Ping measures mostly the agent.
+    rt: Runtime,
+    log: PathBuf,
+    held: usize,
+}
+
+/// The agent's command line: unix sockets (service and metrics), `--freeze-only` the scratch
+/// mounts, no eBPF (the benchmark runs its own observer), state on tmpfs, `serial` turning
+/// off pre-sync and parallel freezing.
+pub fn agent_args(
+    socket: &Path,
+    freeze_only: &Path,
+    state_dir: &Path,
+    serial: bool,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--listen".into(),
+        format!("unix://{}", socket.display()).into(),
+        // Metrics are served as in production, but on a socket of its own (the default
+        // vsock port can be bound by one agent only).
+        "--metrics-listen".into(),
+        format!("unix://{}", socket.with_extension("metrics.sock").display()).into(),
+        "--freeze-only".into(),
+        freeze_only.into(),
+        "--ebpf".into(),
+        "off".into(),
+        "--state-dir".into(),
+        state_dir.into(),
+        "--freeze-timeout".into(),
+        "30".into(),
+    ];
+    if serial {
+        args.push("--no-presync".into());
+        args.push("--no-parallel-freeze".into());
+    }
+    args
+}
+
+impl AgentContender {
+    /// Starts the agent (through the `__child` wrapper when `wrapped`, so it thaws and exits
+    /// if the benchmark dies) and waits until Ping answers; returns the time that took.
+    pub fn start(
+        kind: ContenderKind,
+        bin: &Path,
+        scratch: &Scratch,
+        wrapped: bool,
+    ) -> Result<(Self, Duration), BenchError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BenchError::io("starting the client runtime"))?;
+        let socket = scratch_path(scratch, kind.name(), ".sock");
+        let log = socket.with_extension("log");
+        let state = scratch
+            .state
+            .join(socket.file_stem().unwrap_or(kind.name().as_ref()));
+        std::fs::create_dir_all(&state).map_err(BenchError::io("creating the agent state dir"))?;
+        let args = agent_args(
+            &socket,
+            &scratch.mount_root(),
+            &state,
+            kind == ContenderKind::AgentSerial,
+        );
+        let started = Instant::now();
+        let mut proc = if wrapped {
+            let mut argv = vec![bin.as_os_str().to_owned()];
+            argv.extend(args);
+            let spec = ChildSpec {
+                parent: std::process::id(),
+                isolate: false,
+                keep: Vec::new(),
+                argv,
+            };
+            ChildGuard::spawn_wrapped(kind.name(), &spec, &log)?
+        } else {
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(args);
+            ChildGuard::spawn(kind.name(), cmd, &log)?
+        };
+        let client = wait_ready(&rt, &socket, &mut proc, &log, kind)?;
+        let ready = started.elapsed();
+        Ok((
+            Self {
+                kind,
+                proc,
+                client,
+                rt,
+                log,
+                held: 0,
+            },
+            ready,
+        ))
+    }
+
+    fn fail(&mut self, what: &str, e: impl std::fmt::Display) -> BenchError {
+        let exited = self
+            .proc
+            .exited()
+            .map(|s| format!(" (agent exited: {s})"))
+            .unwrap_or_default();
+        BenchError::contender(
+            self.kind.label(),
+            format!("{what}: {e}{exited}; {}", log_tail(&self.log, 5)),
+        )
+    }
+}
+
+fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(RPC_TIMEOUT);
+    req
+}
+
+/// Connects and pings until the agent answers, the process exits, or [`READY_TIMEOUT`].
+fn wait_ready(
+    rt: &Runtime,
+    socket: &Path,
+    proc: &mut ChildGuard,
+    log: &Path,
+    kind: ContenderKind,
+) -> Result<GuestClient<Channel>, BenchError> {
+    let uri = ConnectUri::Unix {
+        path: socket.to_owned(),
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("socket never appeared");
+    while Instant::now() < deadline {
+        if let Some(status) = proc.exited() {
+            return Err(BenchError::contender(
+                kind.label(),
+                format!("exited at start ({status}); {}", log_tail(log, 5)),
+            ));
+        }
+        if socket.exists() {
+            let attempt = rt.block_on(async {
+                let channel = connect_channel(&uri, Duration::from_millis(200))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut client = GuestClient::new(channel);
+                client
+                    .ping(request(PingRequest {}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(client)
+            });
+            match attempt {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(BenchError::contender(
+        kind.label(),
+        format!(
+            "not ready after {READY_TIMEOUT:?}: {last}; {}",
+            log_tail(log, 5)
+        ),
+    ))
+}
+
+impl Contender for AgentContender {
+    fn kind(&self) -> ContenderKind {
+        self.kind
+    }
+
+    fn quiesce(&mut self, mounts: &[PathBuf]) -> Result<(), BenchError> {
+        let req = request(QuiesceRequest {
+            mountpoints: mounts.iter().map(|m| m.display().to_string()).collect(),
+        });
+        let mut client = self.client.clone();
+        let res = self.rt.block_on(client.quiesce(req));
+        match res {
+            Ok(r) => {
+                self.held = r.get_ref().frozen_count as usize;
+                if self.held != mounts.len() {
+                    return Err(self.fail(
+                        "Quiesce",
+                        format!("froze {} of {} filesystems", self.held, mounts.len()),
+                    ));
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail("Quiesce", e)),
+        }
+    }
+
+    fn thaw(&mut self) -> Result<(), BenchError> {
+        let mut client = self.client.clone();
+        let res = self.rt.block_on(client.thaw(request(ThawRequest {})));
+        let expected = std::mem::take(&mut self.held);
+        match res {
+            Ok(r) if r.get_ref().thawed_count as usize == expected => Ok(()),
+            Ok(r) => Err(self.fail(
+                "Thaw",
+                format!("thawed {} of {expected}", r.get_ref().thawed_count),
+            )),
+            Err(e) => Err(self.fail("Thaw", e)),
+        }
+    }
+
+    fn ping(&mut self) -> Option<Result<(), BenchError>> {
+        let mut client = self.client.clone();
+        let res = self.rt.block_on(client.ping(request(PingRequest {})));
+        Some(res.map(drop).map_err(|e| self.fail("Ping", e)))
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.proc.memory()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_agents_turn_off_both_optimisations_and_all_are_fenced_in() {
+        let args = agent_args(
+            Path::new("/s/a.sock"),
+            Path::new("/s/mnt"),
+            Path::new("/dev/shm/x"),
+            true,
+        );
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let pos = |s: &str| text.iter().position(|a| a == s).unwrap();
+        assert_eq!(text[pos("--freeze-only") + 1], "/s/mnt");
+        assert_eq!(text[pos("--ebpf") + 1], "off");
+        assert_eq!(text[pos("--listen") + 1], "unix:///s/a.sock");
+        assert_eq!(
+            text[pos("--metrics-listen") + 1],
+            "unix:///s/a.metrics.sock"
+        );
+        assert!(text.contains(&"--no-presync".to_string()));
+        assert!(text.contains(&"--no-parallel-freeze".to_string()));
+        let defaults = agent_args(
+            Path::new("/s/a.sock"),
+            Path::new("/s/mnt"),
+            Path::new("/x"),
+            false,
+        );
+        assert!(!defaults
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--no-")));
+    }
+}

@@ -1,0 +1,186 @@
+//! `freeze-bench`: the benchmark of issue 7. See [`cli::Args`] for what it does and
+//! BENCHMARKS.md for its results. `make bench` builds guest-agent in release mode and runs it.
+
+mod child;
+mod cli;
+mod contender;
+mod error;
+mod machine;
+mod observe;
+mod process;
+mod report;
+mod results;
+mod run;
+mod scratch;
+mod stats;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::error::BenchError;
+use crate::report::RunInfo;
+
+/// The workspace root (the parent of this crate), for default paths.
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == child::SUBCOMMAND) {
+        child::main(&argv[2..]);
+    }
+    let args = cli::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match bench(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("freeze-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &cli::Args) -> Result<(), BenchError> {
+    let plan = args.plan()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(BenchError::NotRoot);
+    }
+    if !plan.bins.agent.exists() {
+        return Err(BenchError::Config(format!(
+            "{} not found; build it with `cargo build --release -p guest-agent`",
+            plan.bins.agent.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BenchError::io("starting the runtime"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            eprintln!("\nfreeze-bench: stopping; thawing and removing the scratch filesystems");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut machine = machine::Machine::probe();
+    let (results, observer, mut notes) = run::run(&plan, &rt, &stop)?;
+    machine.load.1 = machine::load_now();
+    add_notes(&results, &mut notes);
+    let info = RunInfo {
+        machine,
+        command: command_line(),
+        parameters: plan.describe(),
+        observer,
+        notes,
+    };
+    let section = report::render(&results, &info);
+    println!("{section}");
+    if let Some(path) = &plan.output {
+        report::write_section(path, &section)?;
+        eprintln!(
+            "wrote the section \"{}\" of {}",
+            &report::SECTION[3..],
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// How this run was started, as a reader would retype it.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut line = "sudo target/release/freeze-bench".to_owned();
+    if !args.is_empty() {
+        line.push(' ');
+        line.push_str(&args.join(" "));
+    }
+    match std::env::var("FREEZE_BENCH_VIA") {
+        Ok(via) if !via.is_empty() => format!("{via} (= {line})"),
+        _ => line,
+    }
+}
+
+/// Cross-checks and irregularities worth a line in the report.
+fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
+    use crate::stats::ms;
+    for ((phase, k, kind), c) in &results.cells {
+        if !c.failures.is_empty() {
+            notes.push(format!(
+                "{phase:?} K = {k}, {}: {} of {} cycle(s) failed, first: {}",
+                kind.label(),
+                c.failures.len(),
+                c.failures.len() + c.cycles(),
+                c.failures[0]
+            ));
+        }
+        if c.incomplete > 0 {
+            notes.push(format!(
+                "{phase:?} K = {k}, {}: the observer's account of {} cycle(s) was incomplete after 3 s",
+                kind.label(),
+                c.incomplete
+            ));
+        }
+    }
+    let mut worst: Option<(i128, String)> = None;
+    for ((_, k, kind), c) in &results.cells {
+        if let (Some(stall), Some(write)) = (c.stalls.iter().max(), c.slowest_write) {
+            let diff = stall.as_micros() as i128 - write.as_micros() as i128;
+            if worst.as_ref().is_none_or(|(d, _)| diff.abs() > d.abs()) {
+                worst = Some((
+                    diff,
+                    format!(
+                        "K = {k}, {}: longest stall {} ms (observer) vs longest write() {} ms (writer's clock)",
+                        kind.label(),
+                        ms(*stall),
+                        ms(write)
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some((_, text)) = worst {
+        notes.push(format!(
+            "Cross-check of the observer against the writers' own clocks, largest difference: {text}."
+        ));
+    }
+    let others: usize = results.cells.values().map(|c| c.other_stalls).sum();
+    if others > 0 {
+        notes.push(format!(
+            "{others} stall(s) of other tasks (kernel flushers etc.) on the scratch filesystems were seen and not counted as writer stalls."
+        ));
+    }
+    if results.lagged_events > 0 {
+        notes.push(format!(
+            "{} observer events were lost (receiver lagged).",
+            results.lagged_events
+        ));
+    }
+}
