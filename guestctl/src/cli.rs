@@ -115,6 +115,47 @@ pub enum Command {
     /// Freeze, pause the VMM, run COMMAND, resume, thaw (guaranteed) and confirm.
     #[command(long_about = SNAPSHOT_ABOUT)]
     Snapshot(SnapshotArgs),
+    /// Serve one Prometheus /metrics on the host for many VMs (no --connect needed).
+    #[command(long_about = PROXY_ABOUT)]
+    Proxy(ProxyArgs),
+}
+
+const PROXY_ABOUT: &str = "\
+Serves /metrics on a host address for any number of VMs. On every scrape each guest's
+metrics are fetched concurrently, each bounded by --scrape-timeout (a dead or frozen VM never
+delays the others), every guest sample gets vm=\"NAME\", and the proxy adds per VM:
+guest_agent_up, guestctl_scrape_duration_seconds, guestctl_scrape_errors_total,
+guestctl_ping_rtt_seconds (histogram), guestctl_ping_errors_total. A failing guest is left
+out (up 0); the exposition stays well-formed.
+
+Targets: --target NAME=SPEC (repeatable) and/or --targets-file F (NAME=SPEC lines, or JSON
+{\"NAME\": \"SPEC\"} / [{\"name\": .., \"target\": ..}]), reloaded on SIGHUP. SPEC is
+  URI or http+URI[,ping=GRPC_URI]  GET /metrics over URI (the agent's --metrics-listen);
+                                   ,ping= names the agent's gRPC endpoint for the pings
+  grpc+URI                         the GetMetrics RPC on the agent's gRPC endpoint (also
+                                   pinged): one port per VM is enough
+where URI is vsock://CID:PORT, hvsock:///vm.sock:PORT, unix:///PATH or tcp://HOST:PORT.
+
+The first line on stdout is the URL served.";
+
+/// Flags of `guestctl proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Host address to serve /metrics on, e.g. 127.0.0.1:9465 (port 0: pick one).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// A VM: NAME=URI, NAME=http+URI[,ping=URI] or NAME=grpc+URI (repeatable).
+    #[arg(long = "target", value_name = "NAME=SPEC")]
+    pub targets: Vec<crate::proxy::targets::Target>,
+
+    /// File of targets (NAME=SPEC lines or JSON), re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub targets_file: Option<PathBuf>,
+
+    /// Seconds allowed for each VM's fetch (and ping) per scrape.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub scrape_timeout: Duration,
 }
 
 /// Flags of `guestctl snapshot`.
@@ -267,6 +308,47 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn proxy_flags_parse_without_connect() {
+        let cli = Cli::try_parse_from([
+            "guestctl",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "a=grpc+unix:///run/a.sock",
+            "--target",
+            "b=tcp://127.0.0.1:9100,ping=tcp://127.0.0.1:50051",
+            "--scrape-timeout",
+            "2",
+        ])
+        .unwrap();
+        assert!(cli.connect.is_none());
+        let Command::Proxy(p) = cli.command else {
+            panic!("not proxy")
+        };
+        assert_eq!(p.targets.len(), 2);
+        assert_eq!(p.scrape_timeout, Duration::from_secs(2));
+        assert!(Cli::try_parse_from([
+            "guestctl",
+            "proxy",
+            "--listen",
+            "x",
+            "--target",
+            "a=tcp://h:1"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "guestctl",
+            "proxy",
+            "--listen",
+            "127.0.0.1:1",
+            "--target",
+            "a"
+        ])
+        .is_err());
     }
 
     #[test]

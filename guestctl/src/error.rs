@@ -59,6 +59,9 @@ pub enum CtlError {
     /// The command needs `--connect` and none was given.
     #[error("--connect URI (or GUESTCTL_CONNECT) is required for this command")]
     MissingConnect,
+    /// The metrics proxy could not start.
+    #[error("proxy: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// Writing the output failed (e.g. closed stdout).
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
@@ -84,6 +87,10 @@ impl CtlError {
             }
             CtlError::InitSpec(_) | CtlError::MissingConnect => EXIT_USAGE,
             CtlError::Output(_) => EXIT_AGENT_ERROR,
+            CtlError::Proxy(
+                crate::proxy::ProxyError::Targets(_) | crate::proxy::ProxyError::NoTargets,
+            ) => EXIT_USAGE,
+            CtlError::Proxy(_) => EXIT_AGENT_ERROR,
         })
     }
 }

@@ -8,6 +8,7 @@ mod commands;
 mod error;
 mod init_spec;
 mod output;
+mod proxy;
 mod snapshot;
 
 use std::process::ExitCode;

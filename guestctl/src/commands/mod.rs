@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::cli::{Cli, Command};
 use crate::error::CtlError;
 use crate::init_spec;
-use crate::snapshot;
+use crate::{proxy, snapshot};
 
 /// What every command needs: the client, the per-call timeout and the output mode.
 pub struct Ctx {
@@ -37,6 +37,16 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Init(args) => Some(init_spec::request_from_args(args)?),
         _ => None,
     };
+    if let Command::Proxy(args) = &cli.command {
+        proxy::run(proxy::ProxyOptions {
+            listen: args.listen,
+            targets: args.targets.clone(),
+            targets_file: args.targets_file.clone(),
+            scrape_timeout: args.scrape_timeout,
+        })
+        .await?;
+        return Ok(0);
+    }
     let connect = cli.connect.clone().ok_or(CtlError::MissingConnect)?;
     let command = match cli.command {
         Command::Snapshot(args) => {
@@ -71,7 +81,7 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Thaw => freeze::thaw(&mut ctx).await,
         Command::Status => freeze::status(&mut ctx).await,
         Command::Shutdown => shutdown::run(&mut ctx).await,
-        Command::Snapshot(_) => Ok(()),
+        Command::Snapshot(_) | Command::Proxy(_) => Ok(()),
     }?;
     Ok(0)
 }

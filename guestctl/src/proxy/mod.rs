@@ -1,0 +1,483 @@
+//! `guestctl proxy`: one `/metrics` on the host for many VMs.
+//!
+//! On every scrape of `/metrics` the proxy fetches each guest's metrics concurrently, each
+//! bounded by `--scrape-timeout` (a dead or frozen VM costs only its own timeout and never
+//! delays the others), pings each agent, adds `vm="NAME"` to every guest sample, merges the
+//! families ([`merge`]) and appends its own series ([`host_metrics`]). A guest that fails is
+//! left out and shows as `guest_agent_up{vm} 0`; the exposition stays well-formed. SIGHUP
+//! reloads `--targets-file` ([`targets`]); SIGINT/SIGTERM stop the proxy.
+
+pub mod exposition;
+pub mod fetch;
+pub mod host_metrics;
+pub mod merge;
+pub mod targets;
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use fetch::{FetchError, GrpcEndpoint};
+use host_metrics::HostStats;
+use merge::Merger;
+use targets::{MetricsSource, Target, TargetError};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The targets are unusable.
+    #[error(transparent)]
+    Targets(#[from] TargetError),
+    /// Neither --target nor --targets-file.
+    #[error("no targets: give --target NAME=URI (repeatable) or --targets-file FILE")]
+    NoTargets,
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// `guestctl proxy` settings.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Host address to serve on.
+    pub listen: SocketAddr,
+    /// Targets from `--target`.
+    pub targets: Vec<Target>,
+    /// Targets file, reloaded on SIGHUP.
+    pub targets_file: Option<PathBuf>,
+    /// Bound of each guest's fetch (and ping).
+    pub scrape_timeout: Duration,
+}
+
+/// A target with its kept connections.
+#[derive(Debug)]
+struct TargetState {
+    target: Target,
+    metrics_grpc: Option<GrpcEndpoint>,
+    ping: Option<GrpcEndpoint>,
+}
+
+impl TargetState {
+    fn new(target: Target) -> Self {
+        Self {
+            metrics_grpc: match &target.metrics {
+                MetricsSource::Grpc(u) => Some(GrpcEndpoint::new(u.clone())),
+                MetricsSource::Http(_) => None,
+            },
+            ping: target.ping.clone().map(GrpcEndpoint::new),
+            target,
+        }
+    }
+}
+
+/// What one guest's scrape gave.
+struct GuestResult {
+    name: String,
+    metrics: Result<Vec<exposition::Family>, String>,
+    duration: Duration,
+    ping: Option<Result<Duration, FetchError>>,
+}
+
+/// The proxy's state, shared by the connections.
+#[derive(Debug)]
+pub struct Proxy {
+    flag_targets: Vec<Target>,
+    targets_file: Option<PathBuf>,
+    scrape_timeout: Duration,
+    targets: RwLock<Arc<Vec<Arc<TargetState>>>>,
+    stats: Mutex<HostStats>,
+}
+
+impl Proxy {
+    /// Builds the proxy from the flags and (if given) the targets file.
+    pub fn new(opts: &ProxyOptions) -> Result<Self, ProxyError> {
+        let targets = Self::combine(&opts.targets, opts.targets_file.as_deref())?;
+        if targets.is_empty() && opts.targets_file.is_none() {
+            return Err(ProxyError::NoTargets);
+        }
+        let proxy = Self {
+            flag_targets: opts.targets.clone(),
+            targets_file: opts.targets_file.clone(),
+            scrape_timeout: opts.scrape_timeout,
+            targets: RwLock::new(Arc::new(Vec::new())),
+            stats: Mutex::new(HostStats::default()),
+        };
+        proxy.install(targets);
+        Ok(proxy)
+    }
+
+    fn combine(
+        flags: &[Target],
+        file: Option<&std::path::Path>,
+    ) -> Result<Vec<Target>, TargetError> {
+        let mut all = flags.to_vec();
+        if let Some(f) = file {
+            all.extend(targets::load_file(f)?);
+        }
+        targets::check_unique(all)
+    }
+
+    fn install(&self, targets: Vec<Target>) {
+        let current = self.targets();
+        // Keep the connections of targets that did not change.
+        let states: Vec<Arc<TargetState>> = targets
+            .into_iter()
+            .map(|t| {
+                current
+                    .iter()
+                    .find(|s| s.target == t)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(TargetState::new(t)))
+            })
+            .collect();
+        self.lock_stats()
+            .retain_vms(states.iter().map(|s| s.target.name.as_str()));
+        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(states);
+    }
+
+    fn targets(&self) -> Arc<Vec<Arc<TargetState>>> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, HostStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the targets file; on error the current targets stay.
+    pub async fn reload(self: &Arc<Self>) -> Result<usize, TargetError> {
+        let this = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Self::combine(&this.flag_targets, this.targets_file.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(TargetError::Syntax(format!("reload task failed: {e}"))));
+        match loaded {
+            Ok(t) => {
+                let n = t.len();
+                self.install(t);
+                self.lock_stats().reloads_ok += 1;
+                Ok(n)
+            }
+            Err(e) => {
+                self.lock_stats().reloads_failed += 1;
+                Err(e)
+            }
+        }
+    }
+
+    async fn scrape_one(&self, t: &TargetState) -> GuestResult {
+        let timeout = self.scrape_timeout;
+        let fetch = async {
+            let started = Instant::now();
+            let text = match (&t.target.metrics, &t.metrics_grpc) {
+                (MetricsSource::Grpc(_), Some(ep)) => ep.metrics(timeout).await,
+                (MetricsSource::Http(uri), _) => fetch::http_metrics(uri, timeout).await,
+                (MetricsSource::Grpc(_), None) => Err(FetchError::Http("no endpoint".into())),
+            };
+            let parsed = text
+                .map_err(|e| e.to_string())
+                .and_then(|t| exposition::parse(&t).map_err(|e| format!("bad exposition: {e}")));
+            (parsed, started.elapsed())
+        };
+        let ping = async {
+            match &t.ping {
+                Some(ep) => Some(ep.ping(timeout).await),
+                None => None,
+            }
+        };
+        let ((metrics, duration), ping) = tokio::join!(fetch, ping);
+        GuestResult {
+            name: t.target.name.clone(),
+            metrics,
+            duration,
+            ping,
+        }
+    }
+
+    /// Scrapes every guest concurrently and renders the merged exposition.
+    pub async fn scrape(&self) -> String {
+        let targets = self.targets();
+        let results = futures::future::join_all(targets.iter().map(|t| self.scrape_one(t))).await;
+        let mut merger = Merger::new();
+        let mut stats = self.lock_stats();
+        for r in results {
+            let Some(vm) = stats.vms.get_mut(&r.name) else {
+                // Removed by a reload during this scrape.
+                continue;
+            };
+            vm.scrape_seconds = r.duration.as_secs_f64();
+            match r.metrics {
+                Ok(families) => {
+                    vm.up = true;
+                    for c in merger.add_guest(&r.name, families) {
+                        tracing::warn!(vm = %c.vm, family = %c.family, reason = %c.reason, "family dropped");
+                    }
+                }
+                Err(e) => {
+                    vm.up = false;
+                    vm.scrape_errors += 1;
+                    tracing::warn!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
+                }
+            }
+            match r.ping {
+                Some(Ok(rtt)) => vm.ping.observe(rtt.as_secs_f64()),
+                Some(Err(e)) => {
+                    vm.ping_errors += 1;
+                    tracing::debug!(vm = %r.name, error = %e, "ping failed");
+                }
+                None => {}
+            }
+        }
+        for f in stats.families() {
+            if let Err(c) = merger.add_own(f) {
+                tracing::warn!(family = %c.family, "a guest exports a family the proxy owns; the guest's was kept");
+            }
+        }
+        merger.render()
+    }
+
+    fn index(&self) -> String {
+        let mut out = String::from("guestctl proxy: GET /metrics\n\ntargets:\n");
+        for t in self.targets().iter() {
+            out.push_str(&format!("  {}\n", t.target));
+        }
+        out
+    }
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/metrics") => {
+            (http::StatusCode::OK, CONTENT_TYPE, proxy.scrape().await)
+        }
+        (&http::Method::GET, "/") => (
+            http::StatusCode::OK,
+            "text/plain; charset=utf-8",
+            proxy.index(),
+        ),
+        (&http::Method::GET, _) => (
+            http::StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics\n".to_string(),
+        ),
+        _ => (
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET\n".to_string(),
+        ),
+    };
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
+    Ok(resp)
+}
+
+/// Runs the proxy until SIGINT/SIGTERM. Prints the served URL on stdout first.
+pub async fn run(opts: ProxyOptions) -> Result<(), ProxyError> {
+    let proxy = Arc::new(Proxy::new(&opts)?);
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ProxyError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ProxyError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signals)?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "guestctl proxy serving http://{addr}/metrics for {} VM(s)",
+            proxy.targets().len()
+        );
+        let _ = out.flush();
+    }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(proxy.clone(), req));
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = hup.recv() => match proxy.reload().await {
+                Ok(n) => eprintln!("guestctl proxy: SIGHUP: reloaded, {n} VM(s)"),
+                Err(e) => eprintln!("guestctl proxy: SIGHUP: reload failed, keeping the current targets: {e}"),
+            },
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `body` on GET /metrics forever, after `delay`.
+    async fn fake_guest(body: &'static str, delay: Duration) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        format!("tcp://127.0.0.1:{port}")
+    }
+
+    fn opts(targets: Vec<Target>, timeout: Duration) -> ProxyOptions {
+        ProxyOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            targets,
+            targets_file: None,
+            scrape_timeout: timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_guest_costs_only_its_own_timeout() {
+        let fast = fake_guest(
+            "# TYPE guest_fs_frozen gauge\nguest_fs_frozen{mountpoint=\"/a\"} 0\n",
+            Duration::ZERO,
+        )
+        .await;
+        let slow = fake_guest("guest_fs_frozen 1\n", Duration::from_secs(30)).await;
+        let bad = fake_guest("this is { not metrics\n", Duration::ZERO).await;
+        let targets = vec![
+            Target::new("fast", &fast).unwrap(),
+            Target::new("slow", &slow).unwrap(),
+            Target::new("bad", &bad).unwrap(),
+            Target::new("gone", "unix:///nonexistent/metrics.sock").unwrap(),
+        ];
+        let proxy = Proxy::new(&opts(targets, Duration::from_millis(500))).unwrap();
+        let started = Instant::now();
+        let out = proxy.scrape().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            out.contains("guest_fs_frozen{vm=\"fast\",mountpoint=\"/a\"} 0\n"),
+            "{out}"
+        );
+        assert!(out.contains("guest_agent_up{vm=\"fast\"} 1\n"));
+        for vm in ["slow", "bad", "gone"] {
+            assert!(
+                out.contains(&format!("guest_agent_up{{vm=\"{vm}\"}} 0\n")),
+                "{vm}: {out}"
+            );
+            assert!(out.contains(&format!("guestctl_scrape_errors_total{{vm=\"{vm}\"}} 1\n")));
+        }
+        // Well-formed: parses back, one TYPE per family.
+        let fams = exposition::parse(&out).unwrap();
+        let mut names: Vec<&str> = fams.iter().map(|f| f.name.as_str()).collect();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        // Counters accumulate across scrapes.
+        let out = proxy.scrape().await;
+        assert!(
+            out.contains("guestctl_scrape_errors_total{vm=\"gone\"} 2\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reload_swaps_targets_and_keeps_them_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("targets");
+        std::fs::write(&file, "a=tcp://127.0.0.1:1\n").unwrap();
+        let mut o = opts(vec![], Duration::from_millis(200));
+        o.targets_file = Some(file.clone());
+        let proxy = Arc::new(Proxy::new(&o).unwrap());
+        assert_eq!(proxy.targets().len(), 1);
+        std::fs::write(
+            &file,
+            "{\"a\": \"tcp://127.0.0.1:1\", \"b\": \"tcp://127.0.0.1:2\"}",
+        )
+        .unwrap();
+        assert_eq!(proxy.reload().await.unwrap(), 2);
+        std::fs::write(&file, "broken line\n").unwrap();
+        assert!(proxy.reload().await.is_err());
+        assert_eq!(proxy.targets().len(), 2);
+        let out = proxy.scrape().await;
+        assert!(
+            out.contains("guestctl_proxy_target_reloads_total{result=\"success\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("guestctl_proxy_target_reloads_total{result=\"error\"} 1\n"));
+        assert!(out.contains("guest_agent_up{vm=\"b\"} 0\n"));
+    }
+
+    #[test]
+    fn needs_targets() {
+        assert!(matches!(
+            Proxy::new(&opts(vec![], Duration::from_secs(1))),
+            Err(ProxyError::NoTargets)
+        ));
+    }
+}
