@@ -57,7 +57,7 @@ async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result
     let _guard = ThawGuard::new(&[ours.mountpoint(), theirs.mountpoint()]);
     let someone_else = ExternalFreeze::freeze(theirs.mountpoint())?;
 
-    let mut first = Agent::start(&s, &["--state-dir", &state.arg()]).await?;
+    let mut first = Agent::builder(&s).state_dir(state.path()).start().await?;
     let mut rpc = first.rpc().await?;
     let q = rpc.quiesce(&[]).await??;
     assert_eq!(q.frozen_count, 1, "{}", summary(&q.filesystems));
@@ -95,7 +95,7 @@ async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result
     );
     w.assert_blocked(Duration::from_millis(200)).await?;
 
-    let second = Agent::start(&s, &["--state-dir", &state.arg()]).await?;
+    let second = Agent::builder(&s).state_dir(state.path()).start().await?;
     let mut rpc = second.rpc().await?;
     let st = rpc.status().await??;
     assert_eq!(st.recovered_thaws, 1, "{st:?}\n{}", second.logs());
@@ -112,16 +112,15 @@ async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result
         logs.contains("previous agent died") && logs.contains(&ours.mp()),
         "recovery is not logged with the mountpoint:\n{logs}"
     );
+    someone_else.thaw()?;
+    assert!(!fsfreeze::is_frozen(theirs.mountpoint())?);
     drop(rpc);
     drop(second);
 
     // A journal emptied by recovery is not replayed again.
-    let third = Agent::start(&s, &["--state-dir", &state.arg()]).await?;
+    let third = Agent::builder(&s).state_dir(state.path()).start().await?;
     let st = third.rpc().await?.status().await??;
     assert_eq!(st.recovered_thaws, 0, "{st:?}");
-    assert!(fsfreeze::is_frozen(theirs.mountpoint())?);
-    someone_else.thaw()?;
-    assert!(!fsfreeze::is_frozen(theirs.mountpoint())?);
     Ok(())
 }
 
@@ -134,7 +133,7 @@ async fn state_dir_on_a_freezable_fs_is_refused_and_the_agent_keeps_working() ->
     // The worst place: on the very filesystem the agent will freeze. Journalling there
     // during the freeze would block the agent on its own write (open-vm-tools#650).
     let state_dir = fs.join("state");
-    let agent = Agent::start(&s, &["--state-dir", &state_dir.display().to_string()]).await?;
+    let agent = Agent::builder(&s).state_dir(&state_dir).start().await?;
     let logs = agent.logs();
     assert!(
         logs.contains("freeze journal disabled") && logs.contains("tmpfs"),
@@ -162,7 +161,7 @@ async fn state_dir_on_a_freezable_fs_is_refused_and_the_agent_keeps_working() ->
 
     // The same with a plain directory on the scratch disk.
     let disk = StateDir::on_disk(&s, "state-disk")?;
-    let agent = Agent::start(&s, &["--state-dir", &disk.arg()]).await?;
+    let agent = Agent::builder(&s).state_dir(disk.path()).start().await?;
     assert!(
         agent.logs().contains("freeze journal disabled"),
         "{}",
@@ -179,7 +178,7 @@ async fn state_dir_on_a_freezable_fs_is_refused_and_the_agent_keeps_working() ->
 /// and an agent allowed to freeze below the scratch directory.
 struct Nested {
     // Field order is drop order: guard (outer, then inner), agent, inner, outer.
-    guard: ThawGuard,
+    _guard: ThawGuard,
     agent: Agent,
     inner: LoopFs,
     outer: LoopFs,
@@ -192,21 +191,19 @@ async fn nested(args: &[&str], state: Option<&StateDir>) -> anyhow::Result<Neste
     let outer = LoopFs::new(&s, "outer", FsType::Ext4, 128)?;
     let inner = LoopFs::nested(&s, "inner", FsType::Ext4, 32, &outer)?;
     let guard = ThawGuard::new(&[outer.mountpoint(), inner.mountpoint()]);
-    let timeout = OP_TIMEOUT_SECS.to_string();
-    let mut argv = vec!["--operation-timeout", timeout.as_str()];
-    argv.extend_from_slice(args);
-    let state_arg;
+    let mut builder = Agent::builder(&s)
+        .args(["--operation-timeout", &OP_TIMEOUT_SECS.to_string()])
+        .args(args.iter().copied());
     if let Some(st) = state {
-        state_arg = st.arg();
-        argv.extend_from_slice(&["--state-dir", state_arg.as_str()]);
+        builder = builder.state_dir(st.path());
     }
-    let agent = Agent::start(&s, &argv).await?;
+    let agent = builder.start().await?;
     // Dirty data on the inner filesystem, only in the page cache: freezing the inner one
     // must write it through the loop device into the outer filesystem.
     let mut dirty = Writer::start(&s, &inner.join("dirty"), 8 << 20, Durability::Dirty)?;
     dirty.wait(FINISH).await?;
     Ok(Nested {
-        guard,
+        _guard: guard,
         agent,
         inner,
         outer,
@@ -361,7 +358,7 @@ async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<(
         "the killed agent's late FIFREEZE did not leave the inner filesystem frozen"
     );
 
-    let next = Agent::start(&n.s, &["--state-dir", &state.arg()]).await?;
+    let next = Agent::builder(&n.s).state_dir(state.path()).start().await?;
     let st = next.rpc().await?.status().await??;
     assert_eq!(st.recovered_thaws, 1, "{st:?}\n{}", next.logs());
     assert!(!fsfreeze::is_frozen(n.inner.mountpoint())?);

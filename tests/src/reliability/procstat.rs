@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn finds_a_sleeping_thread_and_not_a_blocked_one() {
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(threads_in_state(c.id(), 'S'), vec![c.id()]);
         assert!(threads_in_state(c.id(), 'D').is_empty());
