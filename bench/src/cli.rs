@@ -86,6 +86,11 @@ pub struct Args {
     /// Print the tables only; do not write the Markdown file.
     #[arg(long)]
     pub no_write: bool,
+    /// Copy the contenders' logs into this directory at the end (the scratch directory is
+    /// removed). `FREEZE_BENCH_AGENT_LOG=guest_agent=debug` makes the agents log their
+    /// pre-sync rounds.
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
 }
 
 /// What to run, with `--quick` and the defaults applied.
@@ -119,6 +124,8 @@ pub struct Plan {
     pub bins: Binaries,
     /// Where to write the section, if anywhere.
     pub output: Option<PathBuf>,
+    /// Where to copy the contenders' logs, if anywhere.
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl Args {
@@ -189,6 +196,7 @@ impl Args {
                     .clone()
                     .unwrap_or_else(|| root.join("BENCHMARKS.md"))
             }),
+            keep_logs: self.keep_logs.clone(),
         })
     }
 }

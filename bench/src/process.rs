@@ -34,16 +34,26 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Starts `argv` through the `__child` wrapper (parent-death signal, optional mount
     /// isolation), with stdout and stderr appended to `log`.
-    pub fn spawn_wrapped(name: &str, spec: &ChildSpec, log: &Path) -> Result<Self, BenchError> {
+    pub fn spawn_wrapped(
+        name: &str,
+        spec: &ChildSpec,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> Result<Self, BenchError> {
         let me = std::env::current_exe().map_err(BenchError::io("locating freeze-bench"))?;
         let mut cmd = Command::new(me);
         cmd.arg(SUBCOMMAND).args(spec.to_args());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         Self::spawn(name, cmd, log)
     }
 
-    /// Starts `cmd` directly (its own process group, output to `log`).
+    /// Starts `cmd` directly (its own process group, output to `log`). The benchmark's own
+    /// `RUST_LOG` is not passed on; set it in `cmd` to give the contender one.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self, BenchError> {
         use std::os::unix::process::CommandExt as _;
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env_remove("RUST_LOG");
+        }
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

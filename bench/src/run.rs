@@ -190,6 +190,9 @@ pub fn run(
     results.lagged_events = recorder.lagged();
     drop(recorder);
     measure_startup(plan, &rig.scratch, &mut results, stop)?;
+    if let Some(dir) = &plan.keep_logs {
+        keep_logs(&rig.scratch, dir)?;
+    }
     if results.facts.contains_key(&ContenderKind::Fsfreeze) {
         results
             .facts
@@ -327,5 +330,21 @@ fn measure_startup(
             facts.ready.push(ready);
         }
     }
+    Ok(())
+}
+
+/// Copies every `*.log` of the scratch directory into `dir`.
+fn keep_logs(scratch: &Scratch, dir: &std::path::Path) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
+    let entries = std::fs::read_dir(&scratch.root).map_err(BenchError::io("listing the logs"))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            let to = dir.join(e.file_name());
+            std::fs::copy(&path, &to)
+                .map_err(BenchError::io(format!("copying {}", path.display())))?;
+        }
+    }
+    eprintln!("logs copied to {}", dir.display());
     Ok(())
 }

@@ -22,15 +22,17 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a freshly started agent to answer Ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A running guest-agent and a connected client.
+/// A running guest-agent and a connected client. Fields drop in order: the client and its
+/// runtime first (closing the connection), then the process. The agent drains connections
+/// before it exits, so an open connection nobody polls would hold up its SIGTERM.
 pub struct AgentContender {
     kind: ContenderKind,
-    proc: ChildGuard,
     client: GuestClient<Channel>,
     /// A current-thread runtime of its own, driven only by this (the main) thread: the
     /// HTTP/2 connection then runs on the calling thread, so a round trip costs no
     /// cross-thread wake-ups in the client and Ping measures mostly the agent.
     rt: Runtime,
+    proc: ChildGuard,
     log: PathBuf,
     held: usize,
 }
@@ -102,10 +104,10 @@ impl AgentContender {
                 keep: Vec::new(),
                 argv,
             };
-            ChildGuard::spawn_wrapped(kind.name(), &spec, &log)?
+            ChildGuard::spawn_wrapped(kind.name(), &spec, &log, &agent_env())?
         } else {
             let mut cmd = std::process::Command::new(bin);
-            cmd.args(args);
+            cmd.args(args).envs(agent_env());
             ChildGuard::spawn(kind.name(), cmd, &log)?
         };
         let client = wait_ready(&rt, &socket, &mut proc, &log, kind)?;
@@ -135,6 +137,20 @@ impl AgentContender {
         )
     }
 }
+
+/// `RUST_LOG` for the agents, from `FREEZE_BENCH_AGENT_LOG` (e.g. `guest_agent=debug` to
+/// log the pre-sync rounds); otherwise the agent's default level.
+fn agent_env() -> Vec<(&'static str, String)> {
+    std::env::var(AGENT_LOG_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| ("RUST_LOG", v))
+        .into_iter()
+        .collect()
+}
+
+/// Environment variable whose value becomes the agents' `RUST_LOG`.
+pub const AGENT_LOG_ENV: &str = "FREEZE_BENCH_AGENT_LOG";
 
 fn request<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);

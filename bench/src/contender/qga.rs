@@ -77,7 +77,7 @@ impl QgaContender {
                 keep: mounts.to_vec(),
                 argv: argv.into_iter().map(Into::into).collect(),
             };
-            ChildGuard::spawn_wrapped("qemu-ga", &spec, &log)?
+            ChildGuard::spawn_wrapped("qemu-ga", &spec, &log, &[])?
         } else {
             let mut cmd = std::process::Command::new(&argv[0]);
             cmd.args(&argv[1..]);
