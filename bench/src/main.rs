@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use crate::contender::ContenderKind;
 use crate::error::BenchError;
 use crate::report::RunInfo;
 
@@ -170,6 +171,21 @@ fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
         notes.push(format!(
             "Cross-check of the observer against the writers' own clocks, largest difference: {text}."
         ));
+    }
+    let single = results.ks(results::Phase::Clean).first().copied();
+    if let Some(cell) =
+        single.and_then(|k| results.cell(results::Phase::Clean, k, ContenderKind::Fsfreeze))
+    {
+        if let Some(s) = stats::Summary::of(&cell.quiesce) {
+            notes.push(format!(
+                "Floor: one `fsfreeze -f` of a clean, idle filesystem takes {} ms (p50, K = {}) \
+                 here, and writers wait through all of it (FIFREEZE blocks them before it syncs \
+                 and writes the journal and superblock), so no freezer's stall beyond the hold \
+                 can be much lower on this storage.",
+                ms(s.p50),
+                single.unwrap_or(1)
+            ));
+        }
     }
     let others: usize = results.cells.values().map(|c| c.other_stalls).sum();
     if others > 0 {
