@@ -512,6 +512,9 @@ async fn init_rejects_bad_volumes_and_changes_nothing() -> anyhow::Result<()> {
 
 const IF: &str = "eth0";
 
+/// (case, interface, ip, gateway, fragment the reason must contain).
+type NetCase<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
 /// Everything NetworkInit could change in the namespace.
 fn net_state(ns: &NetNs) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -540,7 +543,7 @@ async fn init_rejects_bad_network_settings_and_changes_nothing() -> anyhow::Resu
     let v4 = "10.77.0.2/24";
     let v6 = "fd00:77::2/64";
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Option<&str>, Option<&str>, &str)> = vec![
+    let cases: Vec<NetCase> = vec![
         ("empty interface", "", Some(v4), None, "network.interface is empty"),
         ("interface 16 bytes", "abcdefghijklmnop", Some(v4), None, "at most 15"),
         ("interface 200 bytes", &long_if, None, None, "at most 15"),
