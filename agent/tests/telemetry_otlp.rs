@@ -25,7 +25,9 @@ async fn quiesce_continues_the_hosts_trace_and_exports_spans_and_metric_points()
     let receiver = std::sync::Arc::new(OtlpReceiver::start().await);
     let fs = LoopFs::new(16);
     let endpoint = format!("tcp://{}", receiver.addr);
-    let agent = Agent::start(
+    let log_path = fs.scratch().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let agent = Agent::start_with_stderr(
         fs.scratch(),
         &[
             "--ebpf",
@@ -34,7 +36,10 @@ async fn quiesce_continues_the_hosts_trace_and_exports_spans_and_metric_points()
             &endpoint,
             "--otlp-metrics-interval",
             "1",
+            "--log-format",
+            "json",
         ],
+        log.into(),
     );
     let mp = fs.mp();
     let mut c = agent.client().await;
@@ -104,6 +109,21 @@ async fn quiesce_continues_the_hosts_trace_and_exports_spans_and_metric_points()
     let fst = child_of(&tphase.span_id, "fs.thaw");
     assert_eq!(attr_str(&fst.attributes, "outcome"), Some("thawed"));
     assert!(attr_num(&fst.attributes, "frozen_ms").unwrap() >= 150.0);
+
+    // The log line of the FIFREEZE carries the trace id (through the RPC span).
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let frozen_line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "frozen")
+        .unwrap_or_else(|| panic!("no 'frozen' log line in\n{logs}"));
+    let ids: Vec<&str> = frozen_line["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["trace_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![TRACE_ID], "{frozen_line}");
 
     // Metric points of the freeze-duration histogram for this mountpoint.
     let (r, m) = (receiver.clone(), mp.clone());

@@ -5,8 +5,8 @@
 //!
 //! A unary gRPC response carries its status in the trailers (or, for an immediate error, in
 //! the headers), so the call ends when the response body ends: the body is wrapped and the
-//! span, the code and the latency are finished there. A body dropped before its end (the
-//! client went away) counts as `Canceled`.
+//! span, the code and the latency are finished there. A body dropped before its end counts as
+//! `Canceled` (the client went away), unless the headers already carried the status.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -204,8 +204,11 @@ pin_project_lite::pin_project! {
 
     impl<B> PinnedDrop for TracedBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().call.take() {
-                call.finish(Code::Cancelled);
+            let this = this.project();
+            if let Some(call) = this.call.take() {
+                // A trailers-only response (an error status in the headers) may be sent
+                // without its empty body ever being polled.
+                call.finish(this.header_code.unwrap_or(Code::Cancelled));
             }
         }
     }

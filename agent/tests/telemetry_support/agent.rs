@@ -26,8 +26,13 @@ pub struct Agent {
 
 impl Agent {
     /// Starts the agent with `--freeze-only scratch` plus `extra` flags and waits until both
-    /// listeners answer.
+    /// listeners answer; its stderr is the test's.
     pub fn start(scratch: &Path, extra: &[&str]) -> Self {
+        Self::start_with_stderr(scratch, extra, Stdio::inherit())
+    }
+
+    /// Like [`Agent::start`], with the agent's stderr (its log) going to `stderr`.
+    pub fn start_with_stderr(scratch: &Path, extra: &[&str], stderr: Stdio) -> Self {
         let (g, m) = (free_port(), free_port());
         let grpc: SocketAddr = format!("127.0.0.1:{g}").parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{m}").parse().unwrap();
@@ -41,6 +46,7 @@ impl Agent {
             .arg(&state_dir)
             .args(extra)
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start guest-agent");
         let agent = Self {
