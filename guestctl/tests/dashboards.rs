@@ -9,7 +9,8 @@ mod common;
 use std::process::Command;
 
 use common::{
-    alert_as_bool, dashboard, dashboards_dir, panels, parse_rule_exprs, rule_exprs, substitute,
+    alert_as_bool, dashboard, dashboards_dir, label_names, panels, parse_rule_exprs, rule_exprs,
+    substitute,
 };
 
 fn promtool(args: &[&str], cwd: &std::path::Path) -> String {
@@ -181,7 +182,11 @@ fn expression_helpers() {
     );
     assert_eq!(
         substitute("rate(x{vm=~\"$vm\", mountpoint=~\"$mountpoint\"}[$__rate_interval])"),
-        "rate(x{vm=~\".*\", mountpoint=~\".*\"}[1m])"
+        "rate(x{vm=~\".+\", mountpoint=~\".+\"}[1m])"
+    );
+    assert_eq!(
+        label_names("sum by (vm, le) (rate(x{vm=~\"a,b\", op=\"freeze\",code!=\"OK\"}[1m])) / on() sum without (mountpoint) (y{a=\"}\"})"),
+        ["a", "code", "le", "mountpoint", "op", "vm"]
     );
     let rules = parse_rule_exprs(
         "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: |\n          sum(x)\n            / sum(y)\n      - alert: A\n        expr: x > 1\n        for: 1m\n",

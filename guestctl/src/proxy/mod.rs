@@ -239,9 +239,15 @@ impl Proxy {
                     }
                 }
                 Err(e) => {
+                    // Warn when a guest goes down (or is down from the start), not on
+                    // every scrape while it stays down.
+                    if vm.up || vm.scrape_errors == 0 {
+                        tracing::warn!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
+                    } else {
+                        tracing::debug!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
+                    }
                     vm.up = false;
                     vm.scrape_errors += 1;
-                    tracing::warn!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
                 }
             }
             match r.ping {

@@ -145,13 +145,14 @@ pub fn parse_rule_exprs(text: &str) -> Vec<Expr> {
     out
 }
 
-/// Replaces Grafana's variables: `$vm`/`$mountpoint` by the regex-all `.*`, the interval
-/// macros by fixed durations.
+/// Replaces Grafana's variables: `$vm`/`$mountpoint` by `.+` (every value, like the
+/// dashboard's All, but the label must exist, so a misspelt label name in a matcher selects
+/// nothing), the interval macros by fixed durations.
 pub fn substitute(expr: &str) -> String {
-    expr.replace("${vm}", ".*")
-        .replace("$vm", ".*")
-        .replace("${mountpoint}", ".*")
-        .replace("$mountpoint", ".*")
+    expr.replace("${vm}", ".+")
+        .replace("$vm", ".+")
+        .replace("${mountpoint}", ".+")
+        .replace("$mountpoint", ".+")
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
@@ -199,4 +200,62 @@ pub fn alert_as_bool(expr: &str) -> String {
     let at =
         last.unwrap_or_else(|| panic!("alert expression {expr:?} has no top-level comparison"));
     format!("{} bool{}", &expr[..at], &expr[at..])
+}
+
+/// Every label name an expression uses: in `by (...)` / `without (...)` clauses and on the
+/// left of label matchers inside `{...}`.
+pub fn label_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for kw in ["by (", "without ("] {
+        let mut rest = expr;
+        while let Some(pos) = rest.find(kw) {
+            let after = &rest[pos + kw.len()..];
+            let end = after.find(')').unwrap_or(after.len());
+            out.extend(
+                after[..end]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            );
+            rest = &after[end..];
+        }
+    }
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let mut i = 0;
+        let b = after.as_bytes();
+        let mut name_start = 0;
+        while i < b.len() && b[i] != b'}' {
+            match b[i] {
+                b'"' => {
+                    i += 1;
+                    while i < b.len() && b[i] != b'"' {
+                        if b[i] == b'\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    name_start = i + 1;
+                }
+                b'=' | b'!' => {
+                    let name = after[name_start..i].trim().trim_start_matches(',').trim();
+                    if !name.is_empty() {
+                        out.push(name.to_string());
+                    }
+                    while i < b.len() && b[i] != b'"' {
+                        i += 1;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        rest = &after[i.min(after.len())..];
+    }
+    out.sort();
+    out.dedup();
+    out
 }
