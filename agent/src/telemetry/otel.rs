@@ -8,6 +8,7 @@
 //! bounded [`QueueingSpanProcessor`], metrics through the SDK's periodic reader, which runs on
 //! its own thread. Neither can delay an RPC or a freeze.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,22 +138,33 @@ pub fn metric_reader(
     Ok(PeriodicReader::builder(CountingExporter {
         inner: exporter,
         stats,
+        failing: AtomicBool::new(false),
     })
     .with_interval(cfg.metrics_interval)
     .build())
 }
 
-/// A metric exporter that counts its exports' outcomes in [`ExportStats`].
+/// A metric exporter that counts its exports' outcomes in [`ExportStats`] and logs when they
+/// start and stop failing (not every failure).
 #[derive(Debug)]
 pub struct CountingExporter<E> {
     inner: E,
     stats: Arc<ExportStats>,
+    failing: AtomicBool,
 }
 
 impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let r = self.inner.export(metrics).await;
         self.stats.export(Signal::Metrics, r.is_ok());
+        let was_failing = self.failing.swap(r.is_err(), Ordering::Relaxed);
+        match &r {
+            Err(e) if !was_failing => {
+                tracing::warn!(error = %e, "OTLP metric export failed; retrying every interval")
+            }
+            Ok(()) if was_failing => tracing::info!("OTLP metric export works again"),
+            _ => {}
+        }
         r
     }
 

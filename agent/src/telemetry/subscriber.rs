@@ -15,10 +15,18 @@ use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; `RUST_LOG` sets the log level (default `info`) and does not
-/// affect which spans are traced. Does nothing if a subscriber is already installed.
+/// The log filter without `RUST_LOG`: `info`, minus the OpenTelemetry SDK's own diagnostics,
+/// which would log every failed export of an absent receiver; the agent logs when exports
+/// start and stop failing, and counts every failure (`guest_telemetry_exports_total`).
+pub const DEFAULT_FILTER: &str =
+    "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+
+/// Installs the global subscriber; `RUST_LOG` sets the log level (default [`DEFAULT_FILTER`])
+/// and does not affect which spans are traced. Does nothing if a subscriber is already
+/// installed.
 pub fn init(format: LogFormat, tracer: SdkTracer) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Human => fmt::layer()
