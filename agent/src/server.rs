@@ -87,6 +87,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // A span (child of the host's traceparent) and the gRPC metrics for every call.
         .layer(GrpcTelemetryLayer)
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(guest)
@@ -94,4 +97,48 @@ pub async fn serve(
         .serve_with_incoming_shutdown(stream::select_all(incoming), signal)
         .await?;
     Ok(())
+}
+
+/// tonic reports a request over `--max-message-bytes` as OUT_OF_RANGE; gRPC's convention (and
+/// what clients retry on) is RESOURCE_EXHAUSTED. The status travels in the headers of a
+/// trailers-only response, so it can be corrected here, in one place.
+fn oversize_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers();
+    let oversize = headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11")
+        && headers.get("grpc-message").is_some_and(|m| {
+            let m = String::from_utf8_lossy(m.as_bytes()).replace("%20", " ");
+            m.contains("message length too large")
+        });
+    if oversize {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: &'static str, message: &'static str) -> http::Response<()> {
+        let mut r = http::Response::new(());
+        r.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(status));
+        r.headers_mut()
+            .insert("grpc-message", http::HeaderValue::from_static(message));
+        r
+    }
+
+    #[test]
+    fn only_the_oversize_out_of_range_becomes_resource_exhausted() {
+        let r = oversize_is_resource_exhausted(response(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%207000%20bytes",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "8");
+        let r = oversize_is_resource_exhausted(response("11", "other"));
+        assert_eq!(r.headers()["grpc-status"], "11");
+        let r = oversize_is_resource_exhausted(response("0", "message length too large"));
+        assert_eq!(r.headers()["grpc-status"], "0");
+    }
 }

@@ -87,7 +87,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     if let Some(handle) = observer.handle() {
         telemetry::writers::watch(handle.clone());
     }
-    if let Some(uri) = cfg.telemetry.metrics_listen() {
+    if let Some(uri) = cfg.telemetry.metrics_listen(cfg.listen.is_empty()) {
         let opts = ListenOptions {
             allowed_cids: cfg.allowed_cids(),
             allow_remote: cfg.allow_remote,

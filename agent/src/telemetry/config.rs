@@ -38,7 +38,8 @@ impl FromStr for MetricsListen {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// Serve Prometheus metrics (GET /metrics) on vsock://CID:PORT, tcp://ADDR:PORT or
-    /// unix:///PATH, or `off`. Default: vsock://-1:2696 when /dev/vsock exists, else off.
+    /// unix:///PATH, or `off`. Default: vsock://-1:2696 when the Guest service itself listens
+    /// on its default vsock port (no --listen given), else off.
     #[arg(long, value_name = "URI|off")]
     pub metrics_listen: Option<MetricsListen>,
 
@@ -61,15 +62,20 @@ pub struct TelemetryArgs {
 }
 
 impl TelemetryArgs {
-    /// Where to serve `/metrics`, if anywhere (see the flag's default).
-    pub fn metrics_listen(&self) -> Option<ListenUri> {
+    /// Where to serve `/metrics`, if anywhere. Without the flag, the guest default (a vsock
+    /// port) applies only when `guest_default` says the service uses its default vsock
+    /// listener too: an agent started with explicit listeners (development, tests) opens no
+    /// port it was not asked for.
+    pub fn metrics_listen(&self, guest_default: bool) -> Option<ListenUri> {
         match &self.metrics_listen {
             Some(MetricsListen::Off) => None,
             Some(MetricsListen::Uri(u)) => Some(u.clone()),
-            None if std::path::Path::new("/dev/vsock").exists() => Some(ListenUri::Vsock {
-                cid: guest_transport::CID_ANY,
-                port: DEFAULT_METRICS_VSOCK_PORT,
-            }),
+            None if guest_default && std::path::Path::new("/dev/vsock").exists() => {
+                Some(ListenUri::Vsock {
+                    cid: guest_transport::CID_ANY,
+                    port: DEFAULT_METRICS_VSOCK_PORT,
+                })
+            }
             None => None,
         }
     }
@@ -112,7 +118,10 @@ mod tests {
             "0.5",
         ])
         .unwrap();
-        assert!(matches!(c.t.metrics_listen(), Some(ListenUri::Tcp { .. })));
+        assert!(matches!(
+            c.t.metrics_listen(false),
+            Some(ListenUri::Tcp { .. })
+        ));
         let o = c.t.otlp().unwrap();
         assert_eq!(o.endpoint, ConnectUri::Vsock { cid: 2, port: 4317 });
         assert_eq!(o.timeout, Duration::from_millis(500));
@@ -122,7 +131,7 @@ mod tests {
     #[test]
     fn off_disables_and_bad_uris_are_refused() {
         let c = Cli::try_parse_from(["x", "--metrics-listen", "off"]).unwrap();
-        assert_eq!(c.t.metrics_listen(), None);
+        assert_eq!(c.t.metrics_listen(false), None);
         assert!(c.t.otlp().is_none());
         assert!(Cli::try_parse_from(["x", "--metrics-listen", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["x", "--otlp-endpoint", "ftp://x"]).is_err());
