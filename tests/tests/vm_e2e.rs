@@ -7,14 +7,17 @@
 //! 2. a connection from another CID (the guest itself over vsock loopback, CID 1) is dropped;
 //! 3. Init formats and mounts a virtio-blk volume (repeating it is a no-op, a different one is
 //!    refused);
-//! 4. the eBPF observer runs with a freeze_super/thaw_super (fentry family) source;
-//! 5. snapshot: while a writer appends checksummed records, Quiesce, SIGSTOP qemu, copy the
-//!    image, SIGCONT, Thaw. The copy passes `e2fsck -fn` with no journal recovery pending and
-//!    every record verifies; the eBPF observer saw the writer blocked and the freeze with the
-//!    duration the host measured. A copy taken the same way minus the quiesce needs journal
-//!    recovery (so the first assertion can fail);
-//! 6. watchdog: after a Quiesce the host goes away; the guest thaws itself at the deadline and
-//!    the writer resumes.
+//! 4. the eBPF observer runs with a freeze_super/thaw_super (fentry/fexit) freeze source;
+//! 5. snapshot: while a writer appends checksummed records, `guestctl snapshot --pause-pid
+//!    <qemu> -- cp --sparse=always` copies the volume's image. The copy passes `e2fsck -fn`
+//!    with no journal recovery pending and every record verifies; a copy taken the same way
+//!    minus the snapshot flow needs journal recovery (so the first assertion can fail). The
+//!    eBPF observer saw the freeze with a duration inside the host's bounds, `guestctl proxy`
+//!    (scraping the guest's /metrics over vsock) serves the blocked writer it counted, and the
+//!    agent's spans reach an OTLP receiver on the host through the guest-to-host vsock path
+//!    (`<uds>_4317`) as children of guestctl's spans in the snapshot's trace;
+//! 6. watchdog: after a Quiesce the host goes away; the eBPF observer lists the writer blocked,
+//!    the guest thaws itself at the deadline and the writer resumes.
 //!
 //! Needs `scripts/setup-vm.sh` and the static binaries, so the tests are ignored by a plain
 //! `cargo test`; `make vm-test` builds everything and runs them with `--ignored`. A failure
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use harness::disk;
 use harness::error::Result;
 use harness::metrics;
+use harness::proxy::MetricsProxy;
 use harness::records;
 use harness::snapshot;
 use harness::vm::{Vm, VmConfig};
@@ -39,6 +43,9 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Where the volume is mounted in the guest and the writer's file on it.
 const VOLUME: &str = "/data";
 const RECORDS: &str = "/data/records.log";
+
+/// Host port of the OTLP receiver the agent exports to over vsock.
+const OTLP_PORT: u32 = 4317;
 
 /// Writer heartbeat: one console line per this many records.
 const HEARTBEAT: u32 = 500;
@@ -199,21 +206,28 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
     let dir = vm.dir().to_path_buf();
     let (snap, live) = (dir.join("snapshot.img"), dir.join("live-copy.img"));
     let before = heartbeats(vm).last().copied().unwrap_or_default();
+    let otlp = vm
+        .otlp()
+        .expect("the VM has an OTLP receiver")
+        .socket()
+        .to_path_buf();
 
-    let freeze = snapshot::quiesce(vm)?;
-    assert_eq!(freeze.frozen_count, 1, "only {VOLUME} is eligible");
-    writer_seen_blocked(vm)?;
-    let paused = snapshot::paused_copy(vm, 0, &snap)?;
-    let thaw_sent = Instant::now();
-    let thawed = snapshot::thaw(vm)?;
-    let thaw_done = Instant::now();
-    assert_eq!(thawed, 1);
+    let run = snapshot::guestctl_snapshot(vm, 0, &snap, Some(&otlp))?;
+    let r = &run.report;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        r["quiesce"]["frozen_count"], 1,
+        "only {VOLUME} is eligible: {r}"
+    );
+    assert_eq!(r["pause_pid"], vm.qemu().pid(), "{r}");
+    assert_eq!(r["command"]["exit_code"], 0, "{r}");
+    assert_eq!(r["thaw"]["confirmed"], true, "{r}");
     log(
         vm,
         &format!(
-            "snapshot: quiesce {:?}, VM paused {paused:?} for the copy, frozen window {:?}",
-            freeze.frozen - freeze.requested,
-            thaw_done - freeze.requested
+            "guestctl snapshot: trace {}, phases {}",
+            run.trace_id(),
+            r["phases"]
         ),
     );
 
@@ -231,7 +245,7 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
     );
     assert!(
         report.valid >= before.0,
-        "the copy holds {} records but the writer had written {} before the quiesce",
+        "the copy holds {} records but the writer had written {} before the snapshot",
         report.valid,
         before.0
     );
@@ -259,7 +273,7 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
     );
 
     // The observer measured the freeze; it lies between what the host saw frozen for sure
-    // (Quiesce returned .. Thaw sent) and at most (Quiesce sent .. Thaw returned).
+    // (pause, copy, resume) and the whole `guestctl snapshot` run.
     let frozen_ms = vm
         .console()
         .wait_line("the observer's thaw line", Duration::from_secs(5), |l| {
@@ -268,8 +282,8 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
         .ok()
         .and_then(|_| observed_frozen_ms(vm))
         .expect("the eBPF observer logged no thaw of the volume");
-    let low = (thaw_sent - freeze.frozen).as_millis() as u64;
-    let high = (thaw_done - freeze.requested).as_millis() as u64;
+    let low = run.surely_frozen().as_millis() as u64;
+    let high = (run.ended - run.started).as_millis() as u64;
     log(
         vm,
         &format!("eBPF freeze duration {frozen_ms} ms; host bounds {low}..{high} ms"),
@@ -279,20 +293,31 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
         frozen_ms * 100 + 10_000 >= low * 95 && frozen_ms * 95 <= high * 100 + 10_000,
         "eBPF saw a freeze of {frozen_ms} ms; the host saw between {low} and {high} ms"
     );
-    freeze_metrics(vm, &source, frozen_ms, high)
+    freeze_metrics(vm, &source, frozen_ms, high)?;
+    snapshot_trace(vm, run.trace_id())
 }
 
-/// After the first freeze, the metrics the host scrapes from the guest over vsock count the
+/// After the snapshot, `guestctl proxy` (scraping the guest's /metrics over vsock) serves the
 /// writer the eBPF program saw blocked and the freeze with the duration it measured. A writer
 /// blocks from the start of the freeze (before it completes) until after the thaw, so its stall
 /// is bounded by the host's outer window `host_ms`, not by the frozen time.
 fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> Result<()> {
-    let text = metrics::http_get(&vm.vsockd().uds, metrics::METRICS_PORT, "/metrics")?;
+    let spec = format!(
+        "hvsock://{}:{}",
+        vm.vsockd().uds.display(),
+        metrics::METRICS_PORT
+    );
+    let proxy = MetricsProxy::start("e2e", &spec)?;
+    let text = proxy.scrape()?;
     let get = |name: &str, labels: &[(&str, &str)]| {
-        metrics::sample(&text, name, labels)
-            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in the scraped metrics:\n{text}"))
+        let mut all = vec![("vm", "e2e")];
+        all.extend_from_slice(labels);
+        metrics::sample(&text, name, &all).unwrap_or_else(|| {
+            panic!("no sample {name}{all:?} in what guestctl proxy served:\n{text}")
+        })
     };
     let data = [("mountpoint", VOLUME)];
+    assert_eq!(get("guest_agent_up", &[]), 1.0);
     assert_eq!(get("guest_ebpf_up", &[]), 1.0);
     assert_eq!(
         get("guest_ebpf_freeze_source_info", &[("source", source)]),
@@ -313,13 +338,13 @@ fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> R
     log(
         vm,
         &format!(
-            "metrics over vsock: {stalled} stalled writer(s), {:.0} ms stalled; \
+            "metrics via guestctl proxy: {stalled} stalled writer(s), {:.0} ms stalled; \
              frozen {agent_ms:.0} ms (agent) vs {ebpf_frozen_ms} ms (eBPF)",
             stall_s * 1000.0
         ),
     );
     // Both clocks are the guest's: the two measurements of one freeze agree closely, and no
-    // writer waited longer than the filesystem was frozen.
+    // writer waited longer than the host held the volume frozen.
     let ebpf = ebpf_frozen_ms as f64;
     assert!(
         (ebpf - agent_ms).abs() <= 100.0 + 0.2 * agent_ms,
@@ -335,14 +360,62 @@ fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> R
     Ok(())
 }
 
+/// The agent's spans of the snapshot reach the host's receiver over the guest-to-host vsock
+/// path (its only OTLP endpoint is vsock://2:PORT) in the trace `guestctl snapshot` started,
+/// as children of guestctl's spans.
+fn snapshot_trace(vm: &Vm, trace_id: &str) -> Result<()> {
+    assert_eq!(trace_id.len(), 32, "guestctl snapshot printed no trace id");
+    let receiver = vm.otlp().expect("the VM has an OTLP receiver");
+    let spans = receiver.wait_spans(
+        "the agent's spans in the snapshot's trace",
+        Duration::from_secs(30),
+        |spans| {
+            spans
+                .iter()
+                .any(|s| s.trace_id == trace_id && s.service.contains("agent"))
+        },
+    )?;
+    let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let host_ids: Vec<&str> = in_trace
+        .iter()
+        .filter(|s| !s.service.contains("agent"))
+        .map(|s| s.span_id.as_str())
+        .collect();
+    let guest: Vec<_> = in_trace
+        .iter()
+        .filter(|s| s.service.contains("agent"))
+        .collect();
+    log(
+        vm,
+        &format!(
+            "trace {trace_id}: {} host span(s), guest spans {:?}",
+            host_ids.len(),
+            guest.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+        ),
+    );
+    assert!(
+        !host_ids.is_empty(),
+        "guestctl exported no span: {in_trace:#?}"
+    );
+    assert!(
+        guest
+            .iter()
+            .any(|s| host_ids.contains(&s.parent_span_id.as_str())),
+        "no agent span is a child of a guestctl span: {in_trace:#?}"
+    );
+    Ok(())
+}
+
 fn watchdog_thaws_when_the_host_is_gone(vm: &mut Vm) -> Result<()> {
     let freeze = snapshot::quiesce(vm)?;
     assert_eq!(freeze.frozen_count, 1);
+    // While the VM runs frozen, the eBPF observer lists the writer blocked on the volume.
+    writer_seen_blocked(vm)?;
     // The host is gone: no Thaw, no other call. The writer, blocked on its next record, prints
-    // nothing more (a heartbeat already on its way may still land) until the watchdog thaws.
-    std::thread::sleep(Duration::from_millis(500));
+    // nothing more until the watchdog thaws.
     let h0 = heartbeats(vm).len();
-    std::thread::sleep(FREEZE_TIMEOUT.saturating_sub(Duration::from_millis(2000)));
+    let until = freeze.frozen + FREEZE_TIMEOUT - Duration::from_millis(1500);
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
     let h1 = heartbeats(vm).len();
     assert_eq!(
         h0, h1,
@@ -387,6 +460,8 @@ fn end_to_end(series: &str) {
     let t = Instant::now();
     let mut cfg = VmConfig::new(series);
     cfg.freeze_timeout_secs = FREEZE_TIMEOUT.as_secs() as u32;
+    cfg.otlp_port = Some(OTLP_PORT);
+    cfg.agent_args = vec!["--otlp-metrics-interval".into(), "2".into()];
     let mut vm = Vm::boot(cfg).unwrap_or_else(|e| panic!("boot {series}: {e}"));
     log(
         &vm,

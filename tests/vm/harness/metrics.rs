@@ -2,7 +2,7 @@
 //! guest's metrics port through the hybrid socket, the path `guestctl proxy` takes) and read
 //! back sample by sample.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use super::error::{Result, VmError};
 /// The agent's default /metrics vsock port in a guest.
 pub const METRICS_PORT: u32 = 2696;
 
-/// Bound on one scrape.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on reading an answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GETs `path` from guest vsock port `port` through the hybrid socket `uds`; returns the body
 /// of a 200 answer.
@@ -21,27 +21,38 @@ pub fn http_get(uds: &Path, port: u32, path: &str) -> Result<String> {
     let what = format!("GET {path} on guest port {port} via {}", uds.display());
     let io = |e| VmError::io(what.clone(), e);
     let mut stream = UnixStream::connect(uds).map_err(io)?;
-    stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(SCRAPE_TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .map_err(io)?;
-    let mut reader = BufReader::new(stream);
-    let mut reply = String::new();
-    reader.read_line(&mut reply).map_err(io)?;
+    // Read the reply byte by byte: what follows it is the guest's.
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.last() != Some(&b'\n') && reply.len() < 64 {
+        match stream.read(&mut byte).map_err(io)? {
+            0 => break,
+            _ => reply.push(byte[0]),
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
     if !reply.starts_with("OK ") {
         return Err(VmError::Protocol(format!(
             "{what}: hybrid vsock handshake answered {reply:?}"
         )));
     }
-    reader
-        .get_mut()
+    http_get_on(stream, &what, path)
+}
+
+/// Sends `GET path` (HTTP/1.0) on a connected stream and returns the body of a 200 answer.
+pub fn http_get_on<S: Read + Write>(mut stream: S, what: &str, path: &str) -> Result<String> {
+    let io = |e| VmError::io(what.to_string(), e);
+    stream
         .write_all(
             format!("GET {path} HTTP/1.0\r\nHost: guest\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .map_err(io)?;
     let mut response = String::new();
-    reader.read_to_string(&mut response).map_err(io)?;
+    stream.read_to_string(&mut response).map_err(io)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| VmError::Protocol(format!("{what}: no HTTP header in {response:?}")))?;

@@ -6,7 +6,8 @@
 //! One file per concern: [`cache`] (what `scripts/setup-vm.sh` fetched), [`bins`] (the static
 //! guest binaries), [`initramfs`], [`vsockd`] (vhost-device-vsock), [`qemu`] (the command
 //! line), [`vm`] (one VM and its teardown), [`console`] (ttyS0), [`shell`] (the command channel
-//! on ttyS1), [`rpc`] (gRPC), [`metrics`] (scraping over vsock), [`disk`] (images, e2fsck, debugfs), [`records`] (the
+//! on ttyS1), [`rpc`] (gRPC), [`metrics`] (scraping over vsock), [`proxy`] (`guestctl proxy`),
+//! [`otlp`] (a span receiver for both sides), [`disk`] (images, e2fsck, debugfs), [`records`] (the
 //! guest writer's records), [`snapshot`] (the host's snapshot flow), [`process`], [`error`].
 
 pub mod bins;
@@ -16,7 +17,9 @@ pub mod disk;
 pub mod error;
 pub mod initramfs;
 pub mod metrics;
+pub mod otlp;
 pub mod process;
+pub mod proxy;
 pub mod qemu;
 pub mod records;
 pub mod rpc;

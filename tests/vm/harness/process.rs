@@ -7,8 +7,6 @@ use std::ffi::OsStr;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use system_tests::cmd;
 
 use super::error::{Result, VmError};
@@ -52,14 +50,9 @@ impl Spawned {
         }
     }
 
-    /// Sends `signal` to it (by PID).
-    pub fn signal(&self, signal: Signal) -> Result<()> {
-        kill(Pid::from_raw(self.pid() as i32), signal).map_err(|e| {
-            VmError::io(
-                format!("send {signal} to {} ({})", self.name, self.pid()),
-                std::io::Error::from(e),
-            )
-        })
+    /// Takes its piped standard output.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
     }
 }
 
@@ -70,27 +63,6 @@ impl Drop for Spawned {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-    }
-}
-
-/// Keeps a process stopped (SIGSTOP) until dropped (SIGCONT), so a failing step never leaves
-/// the VM paused.
-#[derive(Debug)]
-pub struct Paused<'a> {
-    process: &'a Spawned,
-}
-
-impl<'a> Paused<'a> {
-    /// Stops `process`.
-    pub fn new(process: &'a Spawned) -> Result<Self> {
-        process.signal(Signal::SIGSTOP)?;
-        Ok(Self { process })
-    }
-}
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        let _ = self.process.signal(Signal::SIGCONT);
     }
 }
 

@@ -14,6 +14,7 @@ use super::console::Console;
 use super::disk;
 use super::error::{Result, VmError};
 use super::initramfs;
+use super::otlp::OtlpReceiver;
 use super::process::{run_tool, Spawned, ToolOutput};
 use super::qemu::QemuConfig;
 use super::rpc::AgentRpc;
@@ -39,6 +40,9 @@ pub struct VmConfig {
     pub agent_args: Vec<String>,
     /// Sizes in MiB of blank raw disks, attached as /dev/vda, /dev/vdb, ...
     pub disks_mib: Vec<u64>,
+    /// Host port of an OTLP receiver the agent exports to over vsock
+    /// (`--otlp-endpoint vsock://2:PORT`), if any.
+    pub otlp_port: Option<u32>,
 }
 
 impl VmConfig {
@@ -50,6 +54,7 @@ impl VmConfig {
             freeze_timeout_secs: 60,
             agent_args: Vec::new(),
             disks_mib: vec![64],
+            otlp_port: None,
         }
     }
 
@@ -60,8 +65,13 @@ impl VmConfig {
             "console=ttyS0 quiet panic=-1 ga_freeze_timeout={}",
             self.freeze_timeout_secs
         );
-        if !self.agent_args.is_empty() {
-            s.push_str(&format!(" ga_args={}", self.agent_args.join(",")));
+        let mut args = self.agent_args.clone();
+        if let Some(port) = self.otlp_port {
+            args.push("--otlp-endpoint".into());
+            args.push(format!("vsock://2:{port}"));
+        }
+        if !args.is_empty() {
+            s.push_str(&format!(" ga_args={}", args.join(",")));
         }
         s
     }
@@ -89,6 +99,7 @@ pub struct Vm {
     qemu: Option<Spawned>,
     vsockd: Option<VsockDaemon>,
     rpc: AgentRpc,
+    otlp: Option<OtlpReceiver>,
     started: Instant,
     /// Boot phase durations.
     pub boot_times: BootTimes,
@@ -120,6 +131,7 @@ impl Vm {
             shell: None,
             qemu: None,
             vsockd: None,
+            otlp: None,
             started: Instant::now(),
             boot_times: BootTimes {
                 initramfs: Duration::ZERO,
@@ -142,6 +154,9 @@ impl Vm {
             self.disks.push(path);
         }
         let vsockd = VsockDaemon::start(&self.dir)?;
+        if let Some(port) = self.config.otlp_port {
+            self.otlp = Some(OtlpReceiver::start(&vsockd.guest_to_host_socket(port))?);
+        }
         let qemu_cfg = QemuConfig {
             kernel: self.kernel.vmlinux(),
             initrd,
@@ -263,6 +278,11 @@ impl Vm {
         format!("hvsock://{}:{AGENT_PORT}", self.vsockd().uds.display())
     }
 
+    /// The OTLP receiver the agent exports to (with [`VmConfig::otlp_port`]).
+    pub fn otlp(&self) -> Option<&OtlpReceiver> {
+        self.otlp.as_ref()
+    }
+
     /// A gRPC client of the agent.
     pub fn rpc(&self) -> &AgentRpc {
         &self.rpc
@@ -347,6 +367,7 @@ impl Drop for Vm {
         // qemu first (it holds the vhost-user connection), then its backend.
         self.qemu = None;
         self.vsockd = None;
+        self.otlp = None;
         if std::env::var_os("GUEST_AGENT_VM_KEEP").is_some() {
             eprintln!("kept {}", self.dir.display());
         } else {
