@@ -1,5 +1,7 @@
 //! A real `guest-agent` process for one test: listening on a unix socket in the test's
-//! scratch directory, allowed to freeze only below that directory, its log captured.
+//! scratch directory, allowed to freeze only below that directory, with a private state
+//! directory (freeze journal), no metrics listener and no eBPF observer unless the test
+//! passes `--metrics-listen` / `--ebpf` itself, its log captured.
 //!
 //! Dropping it stops it the way an init system would (SIGTERM, a bounded wait, SIGKILL),
 //! thaws every filesystem below the scratch directory as a safety net, and prints the
@@ -23,6 +25,7 @@ use crate::cmd::run;
 use crate::error::{FixtureError, Result};
 use crate::rpc::Rpc;
 use crate::scratch::Scratch;
+use crate::statedir::ShmStateDir;
 use crate::{mountinfo, names};
 
 /// How long the agent may take to answer its first Ping.
@@ -61,6 +64,7 @@ pub struct AgentBuilder {
     args: Vec<String>,
     netns: Option<String>,
     freeze_only: bool,
+    state_dir: Option<PathBuf>,
 }
 
 impl AgentBuilder {
@@ -90,6 +94,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Uses `dir` as the agent's `--state-dir` (its freeze journal) instead of a private
+    /// one, e.g. to let a restarted agent find what a killed one left frozen.
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Starts the process without waiting for it to serve (for tests that expect it to
     /// refuse to start).
     pub fn spawn(self) -> Result<Agent> {
@@ -99,6 +110,32 @@ impl AgentBuilder {
         if self.freeze_only {
             argv.push("--freeze-only".into());
             argv.push(self.scratch.path().display().to_string());
+        }
+        let own_state = if self.state_dir.is_none() {
+            Some(ShmStateDir::new()?)
+        } else {
+            None
+        };
+        let state_path = match (&self.state_dir, &own_state) {
+            (Some(p), _) => p.clone(),
+            (None, Some(d)) => d.path().to_path_buf(),
+            (None, None) => unreachable!("a private state directory was just created"),
+        };
+        argv.push("--state-dir".into());
+        argv.push(state_path.display().to_string());
+        // Machine-wide resources stay off unless a test asks: the default metrics listener
+        // (vsock port 2696) would collide between parallel agents, and loading the eBPF
+        // observer costs seconds of CPU per agent on a 2-core machine.
+        let has = |flag: &str| {
+            self.args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        if !has("--metrics-listen") {
+            argv.extend(["--metrics-listen".to_string(), "off".to_string()]);
+        }
+        if !has("--ebpf") {
+            argv.extend(["--ebpf".to_string(), "off".to_string()]);
         }
         argv.extend(self.args);
         let mut cmd = match &self.netns {
@@ -128,6 +165,7 @@ impl AgentBuilder {
             logs,
             scratch: self.scratch,
             argv,
+            _state: own_state,
         })
     }
 
@@ -149,6 +187,7 @@ pub struct Agent {
     logs: Logs,
     scratch: Scratch,
     argv: Vec<String>,
+    _state: Option<ShmStateDir>,
 }
 
 impl Agent {
@@ -159,6 +198,7 @@ impl Agent {
             args: Vec::new(),
             netns: None,
             freeze_only: true,
+            state_dir: None,
         }
     }
 

@@ -13,7 +13,7 @@
 //! filesystem), [`agent`] (the agent process), [`client`] / [`rpc`] (bounded gRPC calls),
 //! [`guestctl`] (the CLI), [`netns`] (network namespaces), [`requests`] / [`results`]
 //! (building requests, reading reports),
-//! [`mountinfo`], [`cmd`], [`names`],
+//! [`statedir`] (the agent's journal directory), [`mountinfo`], [`cmd`], [`names`],
 //! [`bins`].
 
 pub mod agent;
@@ -34,6 +34,7 @@ pub mod requests;
 pub mod results;
 pub mod rpc;
 pub mod scratch;
+pub mod statedir;
 pub mod writer;
 
 pub use agent::Agent;

@@ -1,10 +1,13 @@
 //! Stopping the agent while it holds filesystems frozen: the Shutdown RPC, guestctl
 //! shutdown and SIGTERM all thaw first and exit with status 0; the blocked writer resumes.
+//! An agent killed while frozen is followed by one that thaws exactly what it left (the
+//! freeze journal), and never a live agent's freeze.
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use system_tests::results::summary;
+use system_tests::statedir::ShmStateDir;
 use system_tests::{fsfreeze, guestctl, Agent, Durability, FsType, LoopFs, Scratch, Writer};
 
 const BLOCK_WINDOW: Duration = Duration::from_millis(500);
@@ -75,5 +78,52 @@ async fn shutdown_when_idle_exits_0_and_stops_serving() -> anyhow::Result<()> {
     assert_eq!(st.code(), Some(0), "{st}");
     let c = guestctl::run(&["--connect", &agent.uri(), "ping"]).await?;
     assert_eq!(c.code, Some(3), "nothing listens any more: {c}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_thaws_what_a_killed_one_left_frozen() -> anyhow::Result<()> {
+    let s = Scratch::new()?;
+    let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
+    let state = ShmStateDir::new()?;
+    let mut first = Agent::builder(&s).state_dir(state.path()).start().await?;
+    first.rpc().await?.quiesce(&[fs.mp()]).await??;
+    let mut w = Writer::start(&s, &fs.join("data"), 1 << 20, Durability::Fsync)?;
+    w.assert_blocked(BLOCK_WINDOW).await?;
+    // The host's worst case: the agent dies holding the freeze, no chance to thaw.
+    first.signal(Signal::SIGKILL)?;
+    first.wait_exit(EXIT).await?;
+    w.assert_blocked(BLOCK_WINDOW).await?;
+
+    let second = Agent::builder(&s).state_dir(state.path()).start().await?;
+    w.finish(FINISH).await?;
+    assert!(!fsfreeze::is_frozen(fs.mountpoint())?);
+    let st = second.rpc().await?.status().await??;
+    assert!(!st.frozen, "{st:?}");
+    assert_eq!(st.recovered_thaws, 1, "{st:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_state_dir_leaves_a_live_freeze_alone() -> anyhow::Result<()> {
+    // Start-up recovery may only thaw what a dead agent left, never a live agent's freeze
+    // (only thaw what you froze). A second agent on the same state directory may refuse to
+    // start or start; either way the first one's freeze must stay.
+    let s = Scratch::new()?;
+    let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
+    let state = ShmStateDir::new()?;
+    let first = Agent::builder(&s).state_dir(state.path()).start().await?;
+    let mut rpc = first.rpc().await?;
+    rpc.quiesce(&[fs.mp()]).await??;
+    let mut second = Agent::builder(&s).state_dir(state.path()).spawn()?;
+    // Give it time to run its start-up recovery (or to refuse).
+    let _ = second.wait_exit(Duration::from_secs(2)).await;
+    assert!(
+        fsfreeze::is_frozen(fs.mountpoint())?,
+        "a second agent's start-up thawed a live agent's freeze"
+    );
+    assert!(rpc.status().await??.frozen);
+    assert_eq!(rpc.thaw().await??.thawed_count, 1);
+    drop(second);
     Ok(())
 }
