@@ -27,6 +27,20 @@ pub struct Config {
     #[arg(long)]
     pub allow_remote: bool,
 
+    /// TLS for tcp:// Guest listeners: this server's certificate chain (PEM). Needs
+    /// --tls-key and --tls-client-ca; clients then connect with tls+tcp:// and must present
+    /// a certificate signed by the client CA.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA bundle (PEM) client certificates must chain to; connections without one are refused.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Only mounts at or below these paths may be frozen (repeatable). Without it every
     /// eligible filesystem is frozen, as in a real guest. Development machines must set it.
     #[arg(long = "freeze-only", value_name = "PATH")]
@@ -116,6 +130,16 @@ impl Config {
         Err("no --listen given and /dev/vsock does not exist; use e.g. --listen unix:///run/guest-agent.sock".into())
     }
 
+    /// The TLS settings of tcp:// Guest listeners, when --tls-cert is given.
+    pub fn server_tls(&self) -> Result<Option<guest_transport::ServerTls>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(c), Some(k), Some(ca)) => guest_transport::ServerTls::from_pem_files(c, k, ca)
+                .map(Some)
+                .map_err(|e| format!("TLS: {e}")),
+            _ => Ok(None),
+        }
+    }
+
     /// The vsock CIDs allowed to connect.
     pub fn allowed_cids(&self) -> Vec<u32> {
         if self.allow_cid.is_empty() {
@@ -149,6 +173,21 @@ mod tests {
         assert_eq!(c.freeze_only, vec![PathBuf::from("/mnt/scratch")]);
         assert_eq!(c.allowed_cids(), vec![2]);
         assert_eq!(c.listeners().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let base = ["guest-agent", "--listen", "tcp://127.0.0.1:1"];
+        let with = |extra: &[&'static str]| {
+            Config::try_parse_from(base.iter().chain(extra.iter()).copied())
+        };
+        assert!(with(&["--tls-cert", "c.pem"]).is_err());
+        assert!(with(&["--tls-key", "k.pem"]).is_err());
+        assert!(with(&["--tls-client-ca", "ca.pem"]).is_err());
+        let c = with(&["--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"]).unwrap();
+        let e = c.server_tls().unwrap_err();
+        assert!(e.starts_with("TLS: "), "{e}");
+        assert!(with(&[]).unwrap().server_tls().unwrap().is_none());
     }
 
     #[test]

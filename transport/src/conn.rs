@@ -22,6 +22,8 @@ pub enum Conn {
     Tcp(TcpStream),
     /// A vsock peer (normally the host, CID 2).
     Vsock(VsockStream),
+    /// A TCP peer that completed a TLS handshake with a valid client certificate.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// Who is on the other end of a [`Conn`]; available to RPC handlers through
@@ -37,6 +39,11 @@ pub enum ConnInfo {
     },
     /// TCP peer address.
     Tcp {
+        /// Remote address, if still known.
+        peer: Option<SocketAddr>,
+    },
+    /// TLS-over-TCP peer, authenticated by its client certificate.
+    Tls {
         /// Remote address, if still known.
         peer: Option<SocketAddr>,
     },
@@ -58,6 +65,7 @@ impl fmt::Display for ConnInfo {
         match self {
             ConnInfo::Unix { pid, uid } => write!(f, "unix pid {} uid {}", opt(pid), opt(uid)),
             ConnInfo::Tcp { peer } => write!(f, "tcp {}", opt(peer)),
+            ConnInfo::Tls { peer } => write!(f, "tls {}", opt(peer)),
             ConnInfo::Vsock { cid, port } => write!(f, "vsock cid {} port {}", opt(cid), opt(port)),
         }
     }
@@ -76,6 +84,9 @@ impl Conn {
             }
             Conn::Tcp(s) => ConnInfo::Tcp {
                 peer: s.peer_addr().ok(),
+            },
+            Conn::Tls(s) => ConnInfo::Tls {
+                peer: s.get_ref().0.peer_addr().ok(),
             },
             Conn::Vsock(s) => {
                 let addr = s.peer_addr().ok();
@@ -103,6 +114,7 @@ macro_rules! delegate {
             Conn::Unix($s) => $call,
             Conn::Tcp($s) => $call,
             Conn::Vsock($s) => $call,
+            Conn::Tls($s) => $call,
         }
     };
 }
@@ -147,6 +159,7 @@ impl AsyncWrite for Conn {
             Conn::Unix(s) => s.is_write_vectored(),
             Conn::Tcp(s) => s.is_write_vectored(),
             Conn::Vsock(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
         }
     }
 }

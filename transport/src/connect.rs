@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{HandshakeError, TransportError};
 use crate::hybrid;
+use crate::tls::ClientTls;
 use crate::uri::ConnectUri;
 
 /// A connected bidirectional byte stream of any transport.
@@ -24,10 +25,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 pub type BoxedStream = Box<dyn IoStream>;
 
 /// Connects to `uri` (including the hybrid vsock handshake for `hvsock://`), all within
-/// `timeout`.
+/// `timeout`. `tls+tcp://` needs [`connect_stream_with`].
 pub async fn connect_stream(
     uri: &ConnectUri,
     timeout: Duration,
+) -> Result<BoxedStream, TransportError> {
+    connect_stream_with(uri, timeout, None).await
+}
+
+/// Like [`connect_stream`], with the TLS client settings that `tls+tcp://` needs (ignored
+/// by the other transports).
+pub async fn connect_stream_with(
+    uri: &ConnectUri,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<BoxedStream, TransportError> {
     let text = uri.to_string();
     let deadline = Instant::now() + timeout;
@@ -65,6 +76,26 @@ pub async fn connect_stream(
             let _ = s.set_nodelay(true);
             Ok(Box::new(s))
         }
+        ConnectUri::TlsTcp { host, port } => {
+            let tls = tls.ok_or_else(|| TransportError::TlsNotConfigured { uri: text.clone() })?;
+            let (connector, name) = tls.connector(host).map_err(|source| TransportError::Tls {
+                uri: text.clone(),
+                source,
+            })?;
+            let s = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), *port)))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(connect_err)?;
+            let _ = s.set_nodelay(true);
+            let s = tokio::time::timeout_at(deadline, connector.connect(name, s))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|source| TransportError::TlsHandshake {
+                    uri: text.clone(),
+                    source,
+                })?;
+            Ok(Box::new(s))
+        }
         ConnectUri::Hvsock { path, port } => {
             let mut s = tokio::time::timeout_at(deadline, UnixStream::connect(path))
                 .await
@@ -100,17 +131,28 @@ pub async fn connect_channel(
     uri: &ConnectUri,
     connect_timeout: Duration,
 ) -> Result<Channel, TransportError> {
+    connect_channel_with(uri, connect_timeout, None).await
+}
+
+/// Like [`connect_channel`], with TLS client settings for `tls+tcp://`.
+pub async fn connect_channel_with(
+    uri: &ConnectUri,
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, TransportError> {
     let first = Arc::new(Mutex::new(Some(
-        connect_stream(uri, connect_timeout).await?,
+        connect_stream_with(uri, connect_timeout, tls).await?,
     )));
     let target = uri.clone();
+    let tls = tls.cloned();
     let connector = tower::service_fn(move |_: http::Uri| {
         let ready = first.lock().unwrap_or_else(|p| p.into_inner()).take();
         let target = target.clone();
+        let tls = tls.clone();
         async move {
             let stream = match ready {
                 Some(s) => s,
-                None => connect_stream(&target, connect_timeout).await?,
+                None => connect_stream_with(&target, connect_timeout, tls.as_ref()).await?,
             };
             Ok::<_, TransportError>(TokioIo::new(stream))
         }

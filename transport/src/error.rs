@@ -221,6 +221,31 @@ pub enum TransportError {
         #[source]
         source: HandshakeError,
     },
+    /// A `tls+tcp://` URI was used without TLS client settings.
+    #[error("{uri} needs TLS client settings (a CA, and a client certificate if the agent asks for one)")]
+    TlsNotConfigured {
+        /// The connect URI.
+        uri: String,
+    },
+    /// The TLS settings are unusable for this URI.
+    #[error("TLS to {uri}: {source}")]
+    Tls {
+        /// The URI.
+        uri: String,
+        /// What is wrong.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    /// The TLS handshake failed (untrusted certificate, wrong name, refused client
+    /// certificate, ...).
+    #[error("TLS handshake with {uri} failed: {source}")]
+    TlsHandshake {
+        /// The URI.
+        uri: String,
+        /// rustls' error.
+        #[source]
+        source: io::Error,
+    },
     /// tonic could not set up the HTTP/2 channel over an established stream.
     #[error("setting up the gRPC channel over {uri} failed: {source}")]
     Channel {

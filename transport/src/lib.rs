@@ -9,6 +9,7 @@
 //! | `hvsock:///path/vm.sock:PORT` | - | yes | Firecracker / Cloud Hypervisor hybrid vsock |
 //! | `unix:///abs/path` | yes (mode 0600) | yes | local testing, sidecars |
 //! | `tcp://IP:PORT` | loopback unless allowed | yes (`tcp://HOST:PORT`) | local testing |
+//! | `tls+tcp://HOST:PORT` | tcp with [`ListenOptions::tls`] | yes, with [`ClientTls`] | TCP with mutual TLS |
 //!
 //! # Server side (the agent)
 //!
@@ -56,17 +57,22 @@ mod connect;
 mod error;
 pub mod hybrid;
 mod listen;
+pub mod tls;
 mod unix_file;
 mod uri;
 
 pub use conn::{Conn, ConnInfo};
-pub use connect::{connect_channel, connect_stream, BoxedStream, IoStream};
+pub use connect::{
+    connect_channel, connect_channel_with, connect_stream, connect_stream_with, BoxedStream,
+    IoStream,
+};
 pub use error::{fmt_duration, HandshakeError, TransportError, UriError};
 pub use hybrid::parse_connect_reply;
 pub use listen::{
     bind, cid_allowed, classify_accept_error, AcceptAction, Incoming, ListenOptions, Listener,
     ACCEPT_BACKOFF,
 };
+pub use tls::{ClientTls, ServerTls, TlsError};
 pub use unix_file::SOCKET_MODE;
 pub use uri::{ConnectUri, ListenUri, CID_ANY, CID_HOST, MAX_UNIX_PATH};
 

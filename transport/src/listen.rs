@@ -2,6 +2,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio_vsock::{VsockAddr, VsockListener};
 
 use crate::conn::Conn;
 use crate::error::TransportError;
+use crate::tls::{ServerTls, HANDSHAKE_TIMEOUT};
 use crate::unix_file::{bind_unix, SocketFile};
 use crate::uri::{ListenUri, CID_ANY, CID_HOST};
 
@@ -27,6 +29,9 @@ pub struct ListenOptions {
     /// Allow TCP listening on non-loopback addresses. Off by default: a TCP agent is
     /// meant for local testing, not for the network.
     pub allow_remote: bool,
+    /// TLS for tcp listeners (ignored by vsock and unix): every connection must complete a
+    /// handshake with a client certificate signed by the configured CA, or it is dropped.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ListenOptions {
@@ -34,6 +39,7 @@ impl Default for ListenOptions {
         Self {
             allowed_cids: vec![CID_HOST],
             allow_remote: false,
+            tls: None,
         }
     }
 }
@@ -90,6 +96,10 @@ enum Inner {
         _file: SocketFile,
     },
     Tcp(TcpListener),
+    Tls {
+        listener: Arc<TcpListener>,
+        tls: ServerTls,
+    },
     Vsock {
         listener: VsockListener,
         allowed_cids: Vec<u32>,
@@ -120,7 +130,14 @@ pub async fn bind(uri: &ListenUri, opts: &ListenOptions) -> Result<Listener, Tra
             if !addr.ip().is_loopback() && !opts.allow_remote {
                 return Err(TransportError::RemoteNotAllowed { uri: text });
             }
-            Inner::Tcp(TcpListener::bind(addr).await.map_err(bind_err)?)
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            match &opts.tls {
+                Some(tls) => Inner::Tls {
+                    listener: Arc::new(listener),
+                    tls: tls.clone(),
+                },
+                None => Inner::Tcp(listener),
+            }
         }
         ListenUri::Vsock { cid, port } => {
             if opts.allowed_cids.is_empty() {
@@ -147,14 +164,30 @@ impl Listener {
                 Ok(addr) => ListenUri::Tcp { addr },
                 Err(_) => self.uri.clone(),
             },
+            Inner::Tls { listener, .. } => match listener.local_addr() {
+                Ok(addr) => ListenUri::Tcp { addr },
+                Err(_) => self.uri.clone(),
+            },
             _ => self.uri.clone(),
         }
     }
 
+    /// True when connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls { .. })
+    }
+
     /// Accepts the next connection. vsock peers with a CID outside the allowed list are
-    /// dropped (and logged) without being returned; errors are returned as they come.
+    /// dropped (and logged) without being returned; errors are returned as they come. On a
+    /// TLS listener this includes the handshake (bounded by [`HANDSHAKE_TIMEOUT`]); a failed
+    /// handshake is an error of kind `ConnectionAborted`.
     pub async fn accept(&self) -> io::Result<Conn> {
         match &self.inner {
+            Inner::Tls { listener, tls } => {
+                let (stream, peer) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                handshake(tls, stream, peer).await
+            }
             Inner::Unix { listener, .. } => Ok(Conn::Unix(listener.accept().await?.0)),
             Inner::Tcp(l) => {
                 let (stream, _) = l.accept().await?;
@@ -187,6 +220,9 @@ impl Listener {
     /// with a short pause when resources are exhausted, so they never stop the server;
     /// only an error of the listening socket itself is yielded (and ends tonic's serve).
     pub fn into_incoming(self) -> Incoming {
+        if let Inner::Tls { listener, tls } = &self.inner {
+            return tls_incoming(listener.clone(), tls.clone(), self.uri.clone());
+        }
         let stream = futures::stream::unfold(self, |listener| async move {
             loop {
                 match listener.accept().await {
@@ -214,6 +250,74 @@ impl Listener {
         Incoming {
             inner: Box::pin(stream),
         }
+    }
+}
+
+/// Completes a server-side TLS handshake within [`HANDSHAKE_TIMEOUT`].
+async fn handshake(
+    tls: &ServerTls,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> io::Result<Conn> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("TLS handshake with {peer} failed: {e}"),
+        )),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("TLS handshake with {peer} did not finish within {HANDSHAKE_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// The incoming stream of a TLS listener: handshakes run concurrently in their own tasks,
+/// so a slow or silent client never holds up the others; failed handshakes are logged and
+/// dropped. Dropping the stream stops the accept task and closes the socket.
+fn tls_incoming(listener: Arc<TcpListener>, tls: ServerTls, uri: ListenUri) -> Incoming {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (tx, tls) = (tx.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        match handshake(&tls, stream, peer).await {
+                            Ok(conn) => {
+                                let _ = tx.send(Ok(conn)).await;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "refused a TLS connection"),
+                        }
+                    });
+                }
+                Err(e) => match classify_accept_error(&e) {
+                    AcceptAction::Retry => {
+                        tracing::warn!(uri = %uri, error = %e, "accept failed; continuing");
+                    }
+                    AcceptAction::Backoff => {
+                        tracing::warn!(uri = %uri, error = %e, "accept failed for lack of resources");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                    AcceptAction::Fatal => {
+                        tracing::error!(uri = %uri, error = %e, "listener failed");
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Incoming {
+        inner: Box::pin(stream),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Listen side: `vsock://CID:PORT` (CID `-1` = any), `unix:///abs/path`,
 //! `tcp://IP:PORT` (IPv6 as `[::1]:PORT`).
 //! Connect side: the same plus `hvsock:///abs/path/vm.sock:PORT` (Firecracker / Cloud
-//! Hypervisor hybrid vsock) and `tcp://HOST:PORT` with a host name.
+//! Hypervisor hybrid vsock), `tcp://HOST:PORT` with a host name, and `tls+tcp://HOST:PORT`.
 //! Both types round-trip through `Display` and `FromStr`.
 
 use std::fmt;
@@ -24,7 +24,7 @@ pub const MAX_UNIX_PATH: usize = 107;
 
 const LISTEN_FORMS: &str = "vsock://CID:PORT, unix:///PATH or tcp://ADDR:PORT";
 const CONNECT_FORMS: &str =
-    "vsock://CID:PORT, hvsock:///PATH:PORT, unix:///PATH or tcp://HOST:PORT";
+    "vsock://CID:PORT, hvsock:///PATH:PORT, unix:///PATH, tcp://HOST:PORT or tls+tcp://HOST:PORT";
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,6 +73,14 @@ pub enum ConnectUri {
     /// TCP to a host name or IP address.
     Tcp {
         /// Host name or IP address (IPv6 without brackets).
+        host: String,
+        /// TCP port (non-zero).
+        port: u16,
+    },
+    /// TLS over TCP (`tls+tcp://`): the server's certificate is verified for `host`, and a
+    /// client certificate is presented when configured (see `crate::ClientTls`).
+    TlsTcp {
+        /// Host name or IP address (IPv6 without brackets); also the TLS server name.
         host: String,
         /// TCP port (non-zero).
         port: u16,
@@ -144,13 +152,15 @@ impl FromStr for ConnectUri {
             "unix" => Ok(ConnectUri::Unix {
                 path: parse_abs_path(rest, input)?,
             }),
-            "tcp" => {
+            "tcp" | "tls+tcp" => {
                 let (host, port) = split_host_port(rest, input)?;
                 check_host_name(host, input)?;
                 let port = parse_tcp_port(port, input, false)?;
-                Ok(ConnectUri::Tcp {
-                    host: host.to_string(),
-                    port,
+                let host = host.to_string();
+                Ok(if scheme == "tcp" {
+                    ConnectUri::Tcp { host, port }
+                } else {
+                    ConnectUri::TlsTcp { host, port }
                 })
             }
             other => Err(UriError::UnknownScheme {
@@ -172,6 +182,10 @@ impl fmt::Display for ConnectUri {
                 write!(f, "tcp://[{host}]:{port}")
             }
             ConnectUri::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            ConnectUri::TlsTcp { host, port } if host.contains(':') => {
+                write!(f, "tls+tcp://[{host}]:{port}")
+            }
+            ConnectUri::TlsTcp { host, port } => write!(f, "tls+tcp://{host}:{port}"),
         }
     }
 }
@@ -428,6 +442,20 @@ mod tests {
                     port: 50051,
                 },
             ),
+            (
+                "tls+tcp://agent.example:50051",
+                ConnectUri::TlsTcp {
+                    host: "agent.example".into(),
+                    port: 50051,
+                },
+            ),
+            (
+                "tls+tcp://[::1]:1",
+                ConnectUri::TlsTcp {
+                    host: "::1".into(),
+                    port: 1,
+                },
+            ),
         ];
         for (text, want) in cases {
             let got: ConnectUri = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -446,6 +474,7 @@ mod tests {
             ("tcp://host:0", "port 0 cannot be connected to"),
             ("tcp://ho st:1", "bad TCP address \"ho st\""),
             ("tcp://:1", "the host is empty"),
+            ("tls+tcp://h:0", "port 0 cannot be connected to"),
             ("ftp://x:1", "expected vsock://CID:PORT, hvsock://"),
         ];
         for (text, want) in cases {

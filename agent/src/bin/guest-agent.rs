@@ -88,9 +88,11 @@ async fn run(cfg: Config) -> Result<(), String> {
         telemetry::writers::watch(handle.clone());
     }
     if let Some(uri) = cfg.telemetry.metrics_listen(cfg.listen.is_empty()) {
+        // /metrics stays plain HTTP (read-only; TLS applies to the Guest service).
         let opts = ListenOptions {
             allowed_cids: cfg.allowed_cids(),
             allow_remote: cfg.allow_remote,
+            tls: None,
         };
         let expo = telemetry::global().exposition().clone();
         telemetry::http::serve(&uri, &opts, expo, shutdown.clone())
@@ -114,6 +116,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         listen_options: ListenOptions {
             allowed_cids: cfg.allowed_cids(),
             allow_remote: cfg.allow_remote,
+            tls: cfg.server_tls()?,
         },
         max_message_bytes: cfg.max_message_bytes,
     };
