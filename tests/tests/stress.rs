@@ -1,0 +1,449 @@
+//! Stress: sixteen clients issue Quiesce (with varying selections), Thaw, FreezeStatus and
+//! Ping concurrently and at random for `STRESS_SECONDS` (default 20) against two loop
+//! filesystems the agent may freeze, with a checksummed-record writer on each, and a third one
+//! that the test itself froze with `fsfreeze -f` (someone else's freeze, inside
+//! `--freeze-only`).
+//!
+//! Checked from the answers alone, then against the kernel:
+//! * never a double freeze: no filesystem of ours is ever reported ALREADY_FROZEN (that
+//!   would be the agent's FIFREEZE hitting its own freeze); every successful Quiesce of one
+//!   freeze (same watchdog deadline) reports the same set;
+//! * freezes and thaws alternate: each freeze is ended by exactly one Thaw that thaws exactly
+//!   its set, between it and the next freeze; no Thaw ever reports NOT_FROZEN;
+//! * never a thaw of what the agent did not freeze: the test's filesystem is reported
+//!   ALREADY_FROZEN, never FROZEN or thawed, and stays frozen in the kernel throughout;
+//! * FreezeStatus is consistent with the freezes; refusals are FAILED_PRECONDITION only;
+//! * at the end (a last Thaw) nothing is frozen and every acknowledged record is intact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guest_proto::v1::{FreezeStatusResponse, FsOutcome, QuiesceResponse, ThawResponse};
+use system_tests::reliability::records;
+use system_tests::reliability::{Latencies, Prng, RecordWriter, ThawGuard, WriterOptions};
+use system_tests::results::{summary, with_outcome};
+use system_tests::{fsfreeze, Agent, ExternalFreeze, FsType, LoopFs, Scratch};
+use tonic::{Code, Status};
+
+const CLIENTS: u64 = 16;
+const DEFAULT_SECONDS: u64 = 20;
+/// Watchdog timeout: longer than the run, so only clients thaw.
+const WATCHDOG_MS: u64 = 300_000;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// One call and what it returned, with client-side start and end times (µs).
+#[derive(Debug)]
+enum Call {
+    Quiesce(Vec<String>, Result<QuiesceResponse, Status>),
+    Thaw(Result<ThawResponse, Status>),
+    Status(Result<FreezeStatusResponse, Status>),
+    Ping(Result<Duration, Status>),
+}
+
+#[derive(Debug)]
+struct Event {
+    start_us: u64,
+    end_us: u64,
+    call: Call,
+}
+
+fn set(v: Vec<String>) -> BTreeSet<String> {
+    v.into_iter().collect()
+}
+
+async fn client(
+    agent_rpc: system_tests::rpc::Rpc,
+    mut prng: Prng,
+    selections: Vec<Vec<String>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<Event>> {
+    let mut rpc = agent_rpc.with_timeout(Duration::from_secs(60));
+    let mut events = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let start_us = now_us();
+        let call = match prng.below(100) {
+            0..=29 => {
+                let sel = selections[prng.below(selections.len() as u64) as usize].clone();
+                let r = rpc.quiesce(&sel).await?;
+                Call::Quiesce(sel, r)
+            }
+            30..=54 => Call::Thaw(rpc.thaw().await?),
+            55..=79 => Call::Status(rpc.status().await?),
+            _ => {
+                let t = Instant::now();
+                Call::Ping(rpc.ping().await?.map(|_| t.elapsed()))
+            }
+        };
+        events.push(Event {
+            start_us,
+            end_us: now_us(),
+            call,
+        });
+        tokio::time::sleep(Duration::from_millis(prng.below(6))).await;
+    }
+    Ok(events)
+}
+
+/// One freeze of the agent, identified by its watchdog deadline.
+#[derive(Debug)]
+struct Generation {
+    armed_us: u64,
+    frozen: BTreeSet<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyhow::Result<()> {
+    let secs: u64 = std::env::var("STRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SECONDS);
+    let seed = Prng::seed_from_env();
+    println!("stress: {CLIENTS} clients for {secs} s, seed {seed} (TEST_SEED={seed} replays the choices)");
+    let s = Scratch::new()?;
+    let a = LoopFs::new(&s, "a", FsType::Ext4, 256)?;
+    let b = LoopFs::new(&s, "b", FsType::Ext4, 256)?;
+    let foreign = LoopFs::new(&s, "foreign", FsType::Ext4, 32)?;
+    let _guard = ThawGuard::new(&[a.mountpoint(), b.mountpoint(), foreign.mountpoint()]);
+    let someone_else = ExternalFreeze::freeze(foreign.mountpoint())?;
+    let secs_arg = (WATCHDOG_MS / 1000).to_string();
+    let agent = Agent::start(&s, &["--freeze-timeout", &secs_arg]).await?;
+    let ours: BTreeSet<String> = [a.mp(), b.mp()].into();
+
+    let writers = [&a, &b]
+        .iter()
+        .enumerate()
+        .map(|(id, fs)| {
+            RecordWriter::start(&fs.join("records"), id as u32, WriterOptions::default())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Selections: everything eligible, both explicitly, one of them, or including the
+    // foreign filesystem explicitly.
+    let selections = vec![
+        vec![],
+        vec![a.mp(), b.mp()],
+        vec![a.mp()],
+        vec![b.mp()],
+        vec![a.mp(), b.mp(), foreign.mp()],
+    ];
+    let expected = |sel: &[String]| -> BTreeSet<String> {
+        if sel.is_empty() {
+            ours.clone()
+        } else {
+            sel.iter().filter(|m| ours.contains(*m)).cloned().collect()
+        }
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let root = Prng::new(seed);
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let rpc = agent.rpc().await?;
+        tasks.push(tokio::spawn(client(
+            rpc,
+            root.fork(i),
+            selections.clone(),
+            stop.clone(),
+        )));
+    }
+    // Someone else's freeze holds throughout (checked in the kernel every second).
+    let started = Instant::now();
+    let mut foreign_checks = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            fsfreeze::is_frozen(foreign.mountpoint())?,
+            "the foreign freeze was thawed after {:?}",
+            started.elapsed()
+        );
+        foreign_checks += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut events = Vec::new();
+    for t in tasks {
+        events.extend(t.await??);
+    }
+    // The last word: a Thaw after every client stopped.
+    let mut rpc = agent.rpc().await?;
+    let start_us = now_us();
+    let last = rpc.thaw().await?;
+    events.push(Event {
+        start_us,
+        end_us: now_us(),
+        call: Call::Thaw(last),
+    });
+
+    // --- Check every answer ------------------------------------------------------------
+    // Violations are collected (not asserted one by one) so a failure shows all of them.
+    let mut bad: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    macro_rules! check {
+        ($kind:literal, $cond:expr, $($fmt:tt)+) => {
+            if !$cond {
+                bad.entry($kind).or_default().push(format!($($fmt)+));
+            }
+        };
+    }
+    let mut generations: BTreeMap<u64, Generation> = BTreeMap::new();
+    let mut thaws: Vec<(u64, u64, BTreeSet<String>)> = Vec::new();
+    let mut statuses = Vec::new();
+    let mut pings = Latencies::default();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for ev in &events {
+        let at = ev.end_us;
+        let key = match &ev.call {
+            Call::Quiesce(sel, Ok(q)) => {
+                let frozen = set(with_outcome(&q.filesystems, FsOutcome::Frozen));
+                let already = set(with_outcome(&q.filesystems, FsOutcome::AlreadyFrozen));
+                let d = q.watchdog_deadline_unix_ms;
+                let report = format!(
+                    "Quiesce {sel:?} answered at {at} us: frozen_count {}, deadline {d}, {}",
+                    q.frozen_count,
+                    summary(&q.filesystems)
+                );
+                check!(
+                    "Quiesce: wrong FROZEN set",
+                    frozen == expected(sel),
+                    "{report}"
+                );
+                check!(
+                    "Quiesce: frozen_count differs from the FROZEN entries",
+                    q.frozen_count as usize == frozen.len(),
+                    "{report}"
+                );
+                check!(
+                    "Quiesce: double freeze (own filesystem ALREADY_FROZEN)",
+                    already.iter().all(|m| *m == foreign.mp()),
+                    "{report}"
+                );
+                if sel.is_empty() || sel.contains(&foreign.mp()) {
+                    check!(
+                        "Quiesce: the foreign freeze is not reported ALREADY_FROZEN",
+                        already.contains(&foreign.mp()),
+                        "{report}"
+                    );
+                }
+                check!(
+                    "Quiesce: success without a watchdog deadline",
+                    d > 0,
+                    "{report}"
+                );
+                if d > 0 {
+                    let g = generations.entry(d).or_insert_with(|| Generation {
+                        armed_us: (d - WATCHDOG_MS) * 1000,
+                        frozen: frozen.clone(),
+                    });
+                    check!(
+                        "Quiesce: two answers for one freeze differ",
+                        g.frozen == frozen,
+                        "{report}"
+                    );
+                }
+                "quiesce ok"
+            }
+            Call::Quiesce(sel, Err(e)) => {
+                check!(
+                    "Quiesce: unexpected error",
+                    e.code() == Code::FailedPrecondition
+                        && e.message().contains("already frozen by the agent"),
+                    "Quiesce {sel:?}: {e:?}"
+                );
+                "quiesce refused (other set frozen)"
+            }
+            Call::Thaw(Ok(t)) => {
+                let thawed = set(with_outcome(&t.filesystems, FsOutcome::Thawed));
+                let report = summary(&t.filesystems);
+                check!(
+                    "Thaw: an outcome other than THAWED",
+                    t.filesystems.len() == thawed.len(),
+                    "{report}"
+                );
+                check!(
+                    "Thaw: thawed the foreign freeze",
+                    !thawed.contains(&foreign.mp()),
+                    "{report}"
+                );
+                check!(
+                    "Thaw: thawed_count differs from the THAWED entries",
+                    t.thawed_count as usize == thawed.len(),
+                    "{report}"
+                );
+                if thawed.is_empty() {
+                    "thaw (nothing frozen)"
+                } else {
+                    thaws.push((ev.start_us, ev.end_us, thawed));
+                    "thaw ok"
+                }
+            }
+            Call::Thaw(Err(e)) => {
+                bad.entry("Thaw: failed")
+                    .or_default()
+                    .push(format!("{e:?}"));
+                "thaw failed"
+            }
+            Call::Status(Ok(st)) => {
+                statuses.push(st.clone());
+                "status"
+            }
+            Call::Status(Err(e)) => {
+                bad.entry("FreezeStatus: failed")
+                    .or_default()
+                    .push(format!("{e:?}"));
+                "status failed"
+            }
+            Call::Ping(Ok(d)) => {
+                pings.push(*d);
+                "ping"
+            }
+            Call::Ping(Err(e)) => {
+                bad.entry("Ping: failed")
+                    .or_default()
+                    .push(format!("{e:?}"));
+                "ping failed"
+            }
+        };
+        *counts.entry(key.to_string()).or_default() += 1;
+    }
+
+    // Freezes and thaws alternate on one timeline (freezes at their arm time, thaws at their
+    // answer), each thaw thawing exactly the set of the freeze before it.
+    enum Mark<'a> {
+        Freeze(&'a BTreeSet<String>),
+        Thaw(&'a BTreeSet<String>),
+    }
+    let mut timeline: Vec<(u64, Mark)> = generations
+        .values()
+        .map(|g| (g.armed_us, Mark::Freeze(&g.frozen)))
+        .chain(thaws.iter().map(|(_, end, set)| (*end, Mark::Thaw(set))))
+        .collect();
+    timeline.sort_by_key(|(t, _)| *t);
+    let mut open: Option<&BTreeSet<String>> = None;
+    for (t, mark) in &timeline {
+        match (mark, open) {
+            (Mark::Freeze(f), None) => open = Some(f),
+            (Mark::Freeze(f), Some(prev)) => {
+                bad.entry("timeline: a freeze while another was not thawed (double freeze)")
+                    .or_default()
+                    .push(format!("at {t} us: {f:?} while {prev:?} was held"));
+                open = Some(f);
+            }
+            (Mark::Thaw(set), Some(f)) => {
+                check!(
+                    "timeline: a thaw's set differs from its freeze",
+                    *set == f,
+                    "at {t} us: froze {f:?}, thawed {set:?}"
+                );
+                open = None;
+            }
+            (Mark::Thaw(set), None) => {
+                bad.entry("timeline: a thaw of a freeze no Quiesce reported")
+                    .or_default()
+                    .push(format!("at {t} us: thawed {set:?}"));
+            }
+        }
+    }
+    let freezes = generations.len();
+    // FreezeStatus agrees with the freezes.
+    let mut in_progress_views = 0;
+    for st in &statuses {
+        let held = set(st
+            .filesystems
+            .iter()
+            .map(|f| f.mountpoint.clone())
+            .collect());
+        check!(
+            "FreezeStatus: frozen flag disagrees with the list",
+            st.frozen != held.is_empty(),
+            "{st:?}"
+        );
+        check!(
+            "FreezeStatus: lists a filesystem not ours",
+            held.is_subset(&ours),
+            "{st:?}"
+        );
+        if st.frozen && st.watchdog_deadline_unix_ms != 0 {
+            match generations.get(&st.watchdog_deadline_unix_ms) {
+                None => bad
+                    .entry("FreezeStatus: a freeze no Quiesce reported")
+                    .or_default()
+                    .push(format!("{st:?}")),
+                Some(g) if !st.operation_in_progress => {
+                    check!(
+                        "FreezeStatus: set differs from its freeze",
+                        g.frozen == held,
+                        "{st:?}"
+                    )
+                }
+                Some(_) => {}
+            }
+        } else if st.frozen {
+            check!(
+                "FreezeStatus: frozen, no deadline, no operation running",
+                st.operation_in_progress,
+                "{st:?}"
+            );
+            in_progress_views += 1;
+        }
+    }
+    println!("stress: {} calls in {secs} s: {counts:?}", events.len());
+    println!("stress: Ping {pings}");
+    // --- Final state -------------------------------------------------------------------
+    let st = rpc.status().await??;
+    assert!(!st.frozen && !st.operation_in_progress, "{st:?}");
+    assert!(!fsfreeze::is_frozen(a.mountpoint())?);
+    assert!(!fsfreeze::is_frozen(b.mountpoint())?);
+    assert!(
+        fsfreeze::is_frozen(foreign.mountpoint())?,
+        "the foreign freeze did not survive"
+    );
+    let mut verified = 0;
+    for w in writers {
+        let (id, path) = (w.id(), w.path().to_path_buf());
+        let stats = w.join(Duration::from_secs(30))?;
+        verified += records::verify(&path, id, stats.records)?;
+    }
+    someone_else.thaw()?;
+
+    println!(
+        "stress: {freezes} freezes answered with a deadline, {} thaws that thawed something; {in_progress_views} FreezeStatus views mid-operation; foreign freeze checked frozen {foreign_checks} times; {} violations",
+        thaws.len(),
+        bad.values().map(Vec::len).sum::<usize>()
+    );
+    println!("stress: {verified} records verified from disk");
+    assert!(
+        freezes >= 10,
+        "too few freezes to mean anything: {counts:?}"
+    );
+    assert!(
+        counts
+            .get("quiesce refused (other set frozen)")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{counts:?}"
+    );
+    if !bad.is_empty() {
+        let total: usize = bad.values().map(Vec::len).sum();
+        let mut text = String::new();
+        for (kind, all) in &bad {
+            text.push_str(&format!("\n== {} x {kind}\n", all.len()));
+            for b in all.iter().take(3) {
+                text.push_str(b);
+                text.push('\n');
+            }
+        }
+        panic!(
+            "{total} violations of {} kinds (seed {seed}):{text}",
+            bad.len()
+        );
+    }
+
+    Ok(())
+}
