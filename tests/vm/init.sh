@@ -2,8 +2,8 @@
 # /init of the end-to-end test VM (assembled by tests/vm/mkinitramfs.sh).
 #
 # Mounts the pseudo filesystems, loads the modules listed in /lib/modules/modules.load (in that
-# order), starts guest-agent on vsock port 2695 and a command loop on the second serial port
-# (ttyS1) through which the host harness runs shell commands. Everything it and the agent print
+# order), starts guest-agent on vsock port 2695 (/metrics on 2696) and a command loop on the
+# second serial port (ttyS1) through which the host harness runs shell commands. Everything it and the agent print
 # goes to the console (ttyS0), which the harness keeps and prints when a test fails.
 #
 # Settings come from the kernel command line (unknown key=value words become environment
@@ -30,7 +30,7 @@ while read -r m; do
 done </lib/modules/modules.load
 echo "init: modules loaded"
 
-agent_args="--listen vsock://-1:2695 --freeze-only /data --freeze-timeout ${ga_freeze_timeout:-60}"
+agent_args="--listen vsock://-1:2695 --metrics-listen vsock://-1:2696 --freeze-only /data --freeze-timeout ${ga_freeze_timeout:-60}"
 extra=$(echo "${ga_args:-}" | tr ',' ' ')
 (
     # shellcheck disable=SC2086 # word splitting of the argument lists is intended
