@@ -202,7 +202,7 @@ async fn an_absent_or_stalled_receiver_does_not_slow_quiesce_or_thaw() {
                 "--otlp-endpoint",
                 &endpoint,
                 "--otlp-timeout",
-                "2",
+                "5",
                 "--otlp-metrics-interval",
                 "1",
                 "--otlp-queue-size",
@@ -217,16 +217,17 @@ async fn an_absent_or_stalled_receiver_does_not_slow_quiesce_or_thaw() {
             baseline.0, baseline.1
         );
         assert!(
-            median <= baseline.0 + Duration::from_millis(150),
+            median <= baseline.0 + Duration::from_millis(250),
             "{what}: median {median:?} vs baseline {:?}",
             baseline.0
         );
+        // A call that waited for an export would take the export timeout (5 s).
         assert!(
-            max < Duration::from_secs(2),
-            "{what}: a cycle took {max:?}, as long as an export timeout"
+            max < Duration::from_secs(3),
+            "{what}: a cycle took {max:?}, about as long as an export timeout"
         );
         // The exports really failed meanwhile, and were counted, not waited for.
-        let failed = wait_for(Duration::from_secs(10), || {
+        let failed = wait_for(Duration::from_secs(15), || {
             let text = agent.scrape();
             let err = sample(
                 &text,
