@@ -403,6 +403,8 @@ fn snapshot_trace(vm: &Vm, trace_id: &str) -> Result<()> {
             .any(|s| host_ids.contains(&s.parent_span_id.as_str())),
         "no agent span is a child of a guestctl span: {in_trace:#?}"
     );
+    // Its OTLP metrics take the same path (pushed every 2 s here).
+    receiver.wait_metric_exports(Duration::from_secs(15))?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ pub enum VmError {
         path: PathBuf,
     },
     /// A static guest binary is not built.
-    #[error("{path} does not exist: build it with `cargo build --target x86_64-unknown-linux-musl -p guest-agent -p guestctl` (or `make vm-test`)")]
+    #[error("{path} does not exist: build it with `tests/vm/build-guest.sh` (or `make vm-test`)")]
     MissingBinary {
         /// Where it was looked for.
         path: PathBuf,

@@ -171,6 +171,24 @@ impl OtlpReceiver {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits for at least one metric export; returns how many arrived.
+    pub fn wait_metric_exports(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.metric_exports();
+            if n > 0 {
+                return Ok(n);
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::Timeout {
+                    what: "an OTLP metrics export".into(),
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until the spans received satisfy `done`; returns them.
     pub fn wait_spans(
         &self,

@@ -1,9 +1,11 @@
 //! Processes the harness starts (qemu, vhost-device-vsock) and the tools it runs.
 //!
 //! A [`Spawned`] process is killed by its own PID when dropped, so a failing or panicking test
-//! leaves nothing running; nothing is ever killed by name.
+//! leaves nothing running (and by the kernel if the test process itself is killed); nothing is
+//! ever killed by name.
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -22,8 +24,20 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Starts `command`; `name` is used in messages.
+    /// Starts `command`; `name` is used in messages. The child also gets SIGKILL from the
+    /// kernel if the thread that started it dies without dropping this (the test process
+    /// killed), so no VM outlives its test.
     pub fn spawn(name: &str, command: &mut Command) -> Result<Self> {
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
         let child = command
             .spawn()
             .map_err(|e| VmError::io(format!("spawn {name}"), e))?;

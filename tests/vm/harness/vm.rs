@@ -107,12 +107,37 @@ pub struct Vm {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Prefix of every VM directory: `<prefix><series>-<test pid>-<n>`.
+const DIR_PREFIX: &str = "/var/tmp/gavm-";
+
+/// Removes the directories of VMs whose test process is gone (killed before its drops ran;
+/// its qemu and daemons died with it, see [`Spawned::spawn`]).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir("/var/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.to_str().and_then(|p| p.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        // <series>-<pid>-<n>
+        let owner = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
+
 impl Vm {
     /// Boots a VM and waits until the agent answers over vsock.
     pub fn boot(config: VmConfig) -> Result<Self> {
+        remove_stale_dirs();
         let kernel = GuestKernel::load(&config.series)?;
         let dir = PathBuf::from(format!(
-            "/var/tmp/gavm-{}-{}-{}",
+            "{DIR_PREFIX}{}-{}-{}",
             config.series,
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
