@@ -14,6 +14,9 @@ use crate::scratch::Scratch;
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
 
+/// How long a freshly started writer may take to get to its first (blocking) write.
+pub const REACH_D_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Whether the writer flushes its data to disk before exiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -121,16 +124,18 @@ impl Writer {
         Ok(self.status)
     }
 
-    /// Checks that the writer is held by a frozen filesystem: it does not finish within
-    /// `window`, and at the end it sleeps uninterruptibly ('D').
+    /// Checks that the writer is held by a frozen filesystem: it reaches uninterruptible
+    /// sleep ('D') without finishing (allowing [`REACH_D_TIMEOUT`] for a slow start on a
+    /// busy machine), then stays unfinished for `window` and is still in 'D' at its end.
     pub async fn assert_blocked(&mut self, window: Duration) -> Result<()> {
         let pid = self.pid().ok_or_else(|| self.err("not started"))?;
         let start = Instant::now();
         let mut seen = String::new();
+        let mut blocked_since: Option<Instant> = None;
         loop {
             if let Some(st) = self.poll()? {
                 return Err(self.err(format!(
-                    "finished ({st}) after {:?} although its filesystem should be frozen",
+                    "finished ({st}) after {:?} although its filesystem should be frozen (states seen: {seen})",
                     start.elapsed()
                 )));
             }
@@ -138,13 +143,22 @@ impl Writer {
             if !seen.ends_with(state) {
                 seen.push(state);
             }
-            if start.elapsed() >= window {
-                if state == 'D' {
-                    return Ok(());
+            match blocked_since {
+                None if state == 'D' => blocked_since = Some(Instant::now()),
+                None if start.elapsed() >= REACH_D_TIMEOUT => {
+                    return Err(self.err(format!(
+                        "never blocked in 'D' within {REACH_D_TIMEOUT:?} (states seen: {seen})"
+                    )));
                 }
-                return Err(self.err(format!(
-                    "not finished after {window:?} but in state {state:?}, not 'D' (states seen: {seen})"
-                )));
+                Some(t) if t.elapsed() >= window => {
+                    if state == 'D' {
+                        return Ok(());
+                    }
+                    return Err(self.err(format!(
+                        "not finished after {window:?} but in state {state:?}, not 'D' (states seen: {seen})"
+                    )));
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

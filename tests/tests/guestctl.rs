@@ -97,8 +97,8 @@ async fn unanswered_call_exits_4() -> anyhow::Result<()> {
     let c = c?;
     assert_eq!(c.code, Some(4), "{c}");
     assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?} with --timeout 1",
         t.elapsed()
     );
     Ok(())
