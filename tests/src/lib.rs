@@ -7,6 +7,20 @@
 //! hanging it. Nothing outside a test's scratch directory (`/var/tmp/gatest-*`) is ever
 //! frozen: the agent always runs with `--freeze-only <scratch>`.
 //!
+//! Running them: `cargo build --workspace && cargo test -p system-tests` as root (the tests
+//! use the binaries in `target/debug`, or `GUEST_AGENT_BIN` / `GUESTCTL_BIN`; a stale build
+//! tests stale code). They need util-linux (losetup, mount, fsfreeze), e2fsprogs, xfsprogs
+//! (mkfs.xfs, xfs_io), iproute2, coreutils `dd`, veth support in the kernel and a tmpfs at
+//! `/dev/shm` (per-agent journal directories). Tests run in parallel: names of directories,
+//! sockets, namespaces and ports are unique per test.
+//!
+//! The tests by topic (`tests/*.rs`): `freeze` (Quiesce/Thaw over gRPC and guestctl, ext4 and
+//! xfs, idempotence, conflicts, bad requests, bind mounts, tmpfs, Ping latency), `ordering`
+//! (a loop filesystem inside another, snapshot consistency), `rollback` (EBUSY and real EIO
+//! failures), `watchdog`, `init` (volumes), `network` (NetworkInit in a namespace),
+//! `transport` (unix/tcp, health, reflection, limits), `lifecycle` (Shutdown, SIGTERM, journal
+//! recovery), `guestctl` (exit codes, JSON).
+//!
 //! One file per concept: [`scratch`] (the test's directory and last-resort clean-up),
 //! [`loopdev`] / [`loopfs`] / [`mount`] (block devices and filesystems), [`fsfreeze`]
 //! (freezing from outside the agent), [`writer`] (a process that blocks on a frozen

@@ -1,6 +1,6 @@
 //! A writer process (`dd`) that writes known data to a file on a test filesystem. It is how
 //! the tests see a freeze: while a filesystem is frozen the writer cannot finish and sleeps
-//! uninterruptibly ('D' in /proc/<pid>/stat); after the thaw it finishes and the file holds
+//! uninterruptibly ('D' in `/proc/<pid>/stat`); after the thaw it finishes and the file holds
 //! exactly the data written.
 
 use std::io::Read;
