@@ -297,25 +297,31 @@ fn snapshot_is_consistent(vm: &mut Vm) -> Result<()> {
     snapshot_trace(vm, run.trace_id())
 }
 
-/// After the snapshot, `guestctl proxy` (scraping the guest's /metrics over vsock) serves the
-/// writer the eBPF program saw blocked and the freeze with the duration it measured. A writer
-/// blocks from the start of the freeze (before it completes) until after the thaw, so its stall
-/// is bounded by the host's outer window `host_ms`, not by the frozen time.
-fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> Result<()> {
+/// `guestctl proxy` serving the test VM (as vm="e2e") from its /metrics on vsock port 2696.
+fn proxy_for(vm: &Vm) -> Result<MetricsProxy> {
     let spec = format!(
         "hvsock://{}:{}",
         vm.vsockd().uds.display(),
         metrics::METRICS_PORT
     );
-    let proxy = MetricsProxy::start("e2e", &spec)?;
-    let text = proxy.scrape()?;
-    let get = |name: &str, labels: &[(&str, &str)]| {
-        let mut all = vec![("vm", "e2e")];
-        all.extend_from_slice(labels);
-        metrics::sample(&text, name, &all).unwrap_or_else(|| {
-            panic!("no sample {name}{all:?} in what guestctl proxy served:\n{text}")
-        })
-    };
+    MetricsProxy::start("e2e", &spec)
+}
+
+/// The value of a sample of the test VM in what the proxy served; panics if it is missing.
+fn vm_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut all = vec![("vm", "e2e")];
+    all.extend_from_slice(labels);
+    metrics::sample(text, name, &all)
+        .unwrap_or_else(|| panic!("no sample {name}{all:?} in what guestctl proxy served:\n{text}"))
+}
+
+/// After the snapshot, `guestctl proxy` (scraping the guest's /metrics over vsock) serves the
+/// writer the eBPF program saw blocked and the freeze with the duration it measured. A writer
+/// blocks from the start of the freeze (before it completes) until after the thaw, so its stall
+/// is bounded by the host's outer window `host_ms`, not by the frozen time.
+fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> Result<()> {
+    let text = proxy_for(vm)?.scrape()?;
+    let get = |name: &str, labels: &[(&str, &str)]| vm_sample(&text, name, labels);
     let data = [("mountpoint", VOLUME)];
     assert_eq!(get("guest_agent_up", &[]), 1.0);
     assert_eq!(get("guest_ebpf_up", &[]), 1.0);
@@ -409,12 +415,25 @@ fn snapshot_trace(vm: &Vm, trace_id: &str) -> Result<()> {
 }
 
 fn watchdog_thaws_when_the_host_is_gone(vm: &mut Vm) -> Result<()> {
+    let proxy = proxy_for(vm)?;
     let freeze = snapshot::quiesce(vm)?;
     assert_eq!(freeze.frozen_count, 1);
-    // While the VM runs frozen, the eBPF observer lists the writer blocked on the volume.
+    // While the VM runs frozen, the eBPF observer lists the writer blocked on the volume, and
+    // the host's monitoring sees it through guestctl proxy.
     writer_seen_blocked(vm)?;
-    // The host is gone: no Thaw, no other call. The writer, blocked on its next record, prints
-    // nothing more until the watchdog thaws.
+    let text = proxy.scrape()?;
+    let data = [("mountpoint", VOLUME)];
+    assert!(
+        vm_sample(&text, "guest_fs_blocked_writers", &data) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        vm_sample(&text, "guest_fs_frozen_filesystems", &[]),
+        1.0,
+        "{text}"
+    );
+    // The host that quiesced is gone: nobody sends Thaw. The writer, blocked on its next
+    // record, prints nothing more until the watchdog thaws.
     let h0 = heartbeats(vm).len();
     let until = freeze.frozen + FREEZE_TIMEOUT - Duration::from_millis(1500);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
@@ -441,12 +460,10 @@ fn watchdog_thaws_when_the_host_is_gone(vm: &mut Vm) -> Result<()> {
         .last_watchdog_thaw
         .expect("a watchdog thaw is recorded");
     assert_eq!(event.mountpoints, vec![VOLUME.to_string()], "{event:?}");
-    let text = metrics::http_get(&vm.vsockd().uds, metrics::METRICS_PORT, "/metrics")?;
-    assert_eq!(
-        metrics::sample(&text, "guest_fs_watchdog_thaws_total", &[]),
-        Some(1.0),
-        "{text}"
-    );
+    let text = proxy.scrape()?;
+    assert_eq!(vm_sample(&text, "guest_fs_watchdog_thaws_total", &[]), 1.0);
+    assert_eq!(vm_sample(&text, "guest_fs_blocked_writers", &data), 0.0);
+    assert_eq!(vm_sample(&text, "guest_fs_frozen_filesystems", &[]), 0.0);
     let late = event.at_unix_ms as i64 - freeze.watchdog_deadline_unix_ms as i64;
     assert!(
         (0..2000).contains(&late),

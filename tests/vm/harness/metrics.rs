@@ -1,47 +1,12 @@
-//! The agent's Prometheus metrics as the host gets them: scraped over vsock (GET /metrics on the
-//! guest's metrics port through the hybrid socket, the path `guestctl proxy` takes) and read
-//! back sample by sample.
+//! The agent's Prometheus metrics as the host gets them (from `guestctl proxy`, which scrapes
+//! the guest's /metrics port over vsock), read back sample by sample.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
 
 use super::error::{Result, VmError};
 
 /// The agent's default /metrics vsock port in a guest.
 pub const METRICS_PORT: u32 = 2696;
-
-/// Bound on reading an answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// GETs `path` from guest vsock port `port` through the hybrid socket `uds`; returns the body
-/// of a 200 answer.
-pub fn http_get(uds: &Path, port: u32, path: &str) -> Result<String> {
-    let what = format!("GET {path} on guest port {port} via {}", uds.display());
-    let io = |e| VmError::io(what.clone(), e);
-    let mut stream = UnixStream::connect(uds).map_err(io)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
-        .map_err(io)?;
-    // Read the reply byte by byte: what follows it is the guest's.
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while reply.last() != Some(&b'\n') && reply.len() < 64 {
-        match stream.read(&mut byte).map_err(io)? {
-            0 => break,
-            _ => reply.push(byte[0]),
-        }
-    }
-    let reply = String::from_utf8_lossy(&reply);
-    if !reply.starts_with("OK ") {
-        return Err(VmError::Protocol(format!(
-            "{what}: hybrid vsock handshake answered {reply:?}"
-        )));
-    }
-    http_get_on(stream, &what, path)
-}
 
 /// Sends `GET path` (HTTP/1.0) on a connected stream and returns the body of a 200 answer.
 pub fn http_get_on<S: Read + Write>(mut stream: S, what: &str, path: &str) -> Result<String> {
@@ -85,6 +50,26 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_once(answer: &'static str) -> std::os::unix::net::UnixStream {
+        let (client, mut server) = std::os::unix::net::UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut req = [0u8; 256];
+            let n = server.read(&mut req).unwrap();
+            assert!(req[..n].starts_with(b"GET /metrics HTTP/1.0\r\n"));
+            server.write_all(answer.as_bytes()).unwrap();
+        });
+        client
+    }
+
+    #[test]
+    fn http_answers_are_checked() {
+        let ok = serve_once("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nx 1\n");
+        assert_eq!(http_get_on(ok, "t", "/metrics").unwrap(), "x 1\n");
+        let err = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        let e = http_get_on(err, "t", "/metrics").unwrap_err().to_string();
+        assert!(e.contains("503"), "{e}");
+    }
 
     #[test]
     fn samples_are_found_by_name_and_labels() {
