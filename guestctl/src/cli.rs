@@ -15,6 +15,8 @@ Talks to the guest agent (gRPC boxlite.v1.Guest) of a microVM from the host.
   hvsock:///path/vm.sock:PORT  Firecracker / Cloud Hypervisor hybrid vsock socket
   unix:///abs/path             an agent listening on a unix socket
   tcp://HOST:PORT              an agent listening on TCP (testing)
+  tls+tcp://HOST:PORT          TCP with TLS: --tls-ca to verify the agent (HOST is the name
+                               checked), --tls-cert/--tls-key when it requires client certs
 
 Every RPC is bounded by --timeout; connecting (including the hybrid vsock handshake) by
 --connect-timeout. With --json, each command prints exactly one JSON object on stdout.
@@ -68,6 +70,19 @@ pub struct Cli {
     /// Required by every command except `proxy`.
     #[arg(long, env = "GUESTCTL_CONNECT", value_name = "URI")]
     pub connect: Option<ConnectUri>,
+
+    /// CA bundle (PEM) the agent's certificate must chain to, for tls+tcp:// (also for
+    /// tls+tcp:// proxy targets).
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) presented to agents started with --tls-client-ca.
+    #[arg(long, global = true, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Print one JSON object on stdout instead of human-readable text.
     #[arg(long, global = true)]

@@ -59,6 +59,20 @@ pub enum CtlError {
     /// The command needs `--connect` and none was given.
     #[error("--connect URI (or GUESTCTL_CONNECT) is required for this command")]
     MissingConnect,
+    /// The agent closed a TLS connection right after the handshake.
+    #[error(
+        "{op} failed: {uri} closed the connection after the TLS handshake; the agent most likely \
+         refused our client certificate (check --tls-cert/--tls-key against its --tls-client-ca)"
+    )]
+    TlsRefused {
+        /// The command.
+        op: &'static str,
+        /// The URI.
+        uri: String,
+    },
+    /// The TLS files are unusable.
+    #[error("{0}")]
+    Tls(#[from] guest_transport::TlsError),
     /// The metrics proxy could not start.
     #[error("proxy: {0}")]
     Proxy(#[from] crate::proxy::ProxyError),
@@ -80,12 +94,12 @@ impl CtlError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CtlError::Connect(_) => EXIT_CONNECT,
+            CtlError::Connect(_) | CtlError::TlsRefused { .. } => EXIT_CONNECT,
             CtlError::Timeout { .. } => EXIT_TIMEOUT,
             CtlError::Rpc { .. } | CtlError::InitRejected { .. } | CtlError::BadResponse { .. } => {
                 EXIT_AGENT_ERROR
             }
-            CtlError::InitSpec(_) | CtlError::MissingConnect => EXIT_USAGE,
+            CtlError::InitSpec(_) | CtlError::MissingConnect | CtlError::Tls(_) => EXIT_USAGE,
             CtlError::Output(_) => EXIT_AGENT_ERROR,
             CtlError::Proxy(
                 crate::proxy::ProxyError::Targets(_) | crate::proxy::ProxyError::NoTargets,

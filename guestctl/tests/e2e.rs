@@ -475,3 +475,56 @@ async fn hybrid_vsock_end_to_end() {
         "{err}"
     );
 }
+
+/// A VMM socket that answers `reply` to the CONNECT line (or nothing at all when `None`),
+/// then holds the connection open.
+async fn malformed_vmm(dir: &Path, reply: Option<&'static [u8]>) -> PathBuf {
+    let path = dir.join("bad-vm.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut host, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                while host.read_exact(&mut b).await.is_ok() && b[0] != b'\n' {}
+                if let Some(r) = reply {
+                    let _ = host.write_all(r).await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    path
+}
+
+#[tokio::test]
+async fn malformed_hybrid_vsock_handshake_is_a_clear_error_not_a_hang() {
+    let cases: [(Option<&'static [u8]>, &str); 4] = [
+        (
+            Some(b"HTTP/1.1 400 Bad Request\r\n"),
+            "is not \"OK <port>\"",
+        ),
+        (Some(b"OK notaport\n"), "carries a bad host port"),
+        (Some(&[b'x'; 200]), "longer than 64 bytes"),
+        (None, "no reply to CONNECT 2695 within 500ms"),
+    ];
+    for (reply, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = malformed_vmm(dir.path(), reply).await;
+        let uri = format!("hvsock://{}:2695", sock.display());
+        let started = Instant::now();
+        let o = guestctl(&["--connect", &uri, "--connect-timeout", "0.5", "ping"]).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{want}: took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(o.status.code(), Some(3), "{want}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("guestctl: hybrid vsock handshake over hvsock://")
+                && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+}

@@ -306,8 +306,15 @@ async fn quiesce_timeout_with_a_late_freeze_ends_thawed() {
         !marker.exists(),
         "the command must not run without a freeze"
     );
-    // The guest did freeze after the client gave up, and guestctl thawed that freeze.
-    assert_eq!(r["quiesce"]["late_answer"], "froze 1 filesystem(s)", "{r}");
+    // The guest did freeze after the client gave up, and guestctl thawed that freeze. (The
+    // late answer's count may be 0: the agent releases its operation lock before it builds
+    // the answer, so the queued Thaw can empty the set first.)
+    assert!(
+        r["quiesce"]["late_answer"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("froze ")),
+        "{r}"
+    );
     assert_eq!(r["thaw"]["confirmed"], true, "{r}");
     assert!(r["thaw"]["thawed_count"].as_u64().unwrap() >= 1, "{r}");
     assert!(

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use guest_proto::v1::guest_client::GuestClient;
-use guest_transport::connect_channel;
+use guest_transport::{connect_channel_with, ClientTls};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -37,8 +37,17 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Init(args) => Some(init_spec::request_from_args(args)?),
         _ => None,
     };
+    let tls = match &cli.tls_ca {
+        Some(ca) => Some(ClientTls::from_pem_files(
+            ca,
+            cli.tls_cert.as_deref(),
+            cli.tls_key.as_deref(),
+        )?),
+        None => None,
+    };
     if let Command::Proxy(args) = &cli.command {
         proxy::run(proxy::ProxyOptions {
+            tls: tls.clone(),
             listen: args.listen,
             targets: args.targets.clone(),
             targets_file: args.targets_file.clone(),
@@ -53,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
             return Ok(snapshot::run(snapshot::SnapshotOptions {
                 connect,
                 connect_timeout: cli.connect_timeout,
+                tls: tls.clone(),
                 pause_pid: args.pause_pid,
                 quiesce_timeout: args.quiesce_timeout,
                 thaw_deadline: args.thaw_deadline,
@@ -66,7 +76,7 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         }
         other => other,
     };
-    let channel = connect_channel(&connect, cli.connect_timeout).await?;
+    let channel = connect_channel_with(&connect, cli.connect_timeout, tls.as_ref()).await?;
     let mut ctx = Ctx {
         client: GuestClient::new(channel),
         timeout: cli.timeout,
@@ -82,8 +92,30 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Status => freeze::status(&mut ctx).await,
         Command::Shutdown => shutdown::run(&mut ctx).await,
         Command::Snapshot(_) | Command::Proxy(_) => Ok(()),
-    }?;
+    }
+    .map_err(|e| tls_hint(&connect, e))?;
     Ok(0)
+}
+
+/// With TLS 1.3 a server that refuses our client certificate says so only after the
+/// client's side of the handshake is done, so the refusal surfaces as a transport error of
+/// the first call. On a `tls+tcp://` connection such an error is reported as a connection
+/// failure that names the likely cause.
+fn tls_hint(uri: &guest_transport::ConnectUri, e: CtlError) -> CtlError {
+    match (uri, e) {
+        (guest_transport::ConnectUri::TlsTcp { .. }, CtlError::Rpc { op, status })
+            if matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::Unavailable
+            ) && status.message().contains("transport error") =>
+        {
+            CtlError::TlsRefused {
+                op,
+                uri: uri.to_string(),
+            }
+        }
+        (_, e) => e,
+    }
 }
 
 /// Wraps a message in a request carrying the deadline (sent as `grpc-timeout`).
@@ -137,6 +169,24 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(v, 7);
+    }
+
+    #[test]
+    fn transport_errors_on_tls_name_the_client_certificate() {
+        let tls: guest_transport::ConnectUri = "tls+tcp://agent:1".parse().unwrap();
+        let plain: guest_transport::ConnectUri = "tcp://agent:1".parse().unwrap();
+        let rpc = |s| CtlError::Rpc {
+            op: "ping",
+            status: s,
+        };
+        let e = tls_hint(&tls, rpc(Status::unknown("transport error")));
+        assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
+        assert_eq!(e.exit_code(), std::process::ExitCode::from(3));
+        assert!(e.to_string().contains("refused our client certificate"));
+        let e = tls_hint(&plain, rpc(Status::unknown("transport error")));
+        assert!(matches!(e, CtlError::Rpc { .. }));
+        let e = tls_hint(&tls, rpc(Status::failed_precondition("already frozen")));
+        assert!(matches!(e, CtlError::Rpc { .. }));
     }
 
     #[test]

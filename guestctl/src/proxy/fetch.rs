@@ -13,7 +13,9 @@ use bytes::Bytes;
 use guest_proto::v1::guest_client::GuestClient;
 use guest_proto::v1::guest_metrics_client::GuestMetricsClient;
 use guest_proto::v1::{GetMetricsRequest, PingRequest};
-use guest_transport::{connect_channel, connect_stream, ConnectUri, TransportError};
+use guest_transport::{
+    connect_channel_with, connect_stream_with, ClientTls, ConnectUri, TransportError,
+};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tonic::transport::Channel;
@@ -64,14 +66,22 @@ impl FetchError {
 }
 
 /// GET /metrics over a fresh stream to `uri`, all within `timeout`.
-pub async fn http_metrics(uri: &ConnectUri, timeout: Duration) -> Result<String, FetchError> {
-    tokio::time::timeout(timeout, http_metrics_inner(uri, timeout))
+pub async fn http_metrics(
+    uri: &ConnectUri,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<String, FetchError> {
+    tokio::time::timeout(timeout, http_metrics_inner(uri, timeout, tls))
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
 }
 
-async fn http_metrics_inner(uri: &ConnectUri, timeout: Duration) -> Result<String, FetchError> {
-    let stream = connect_stream(uri, timeout).await?;
+async fn http_metrics_inner(
+    uri: &ConnectUri,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<String, FetchError> {
+    let stream = connect_stream_with(uri, timeout, tls).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| FetchError::Http(e.to_string()))?;
@@ -110,14 +120,16 @@ async fn http_metrics_inner(uri: &ConnectUri, timeout: Duration) -> Result<Strin
 #[derive(Debug)]
 pub struct GrpcEndpoint {
     uri: ConnectUri,
+    tls: Option<ClientTls>,
     channel: Mutex<Option<Channel>>,
 }
 
 impl GrpcEndpoint {
     /// Not connected until first used.
-    pub fn new(uri: ConnectUri) -> Self {
+    pub fn new(uri: ConnectUri, tls: Option<ClientTls>) -> Self {
         Self {
             uri,
+            tls,
             channel: Mutex::new(None),
         }
     }
@@ -130,7 +142,7 @@ impl GrpcEndpoint {
         if let Some(c) = self.slot().clone() {
             return Ok(c);
         }
-        let c = connect_channel(&self.uri, timeout).await?;
+        let c = connect_channel_with(&self.uri, timeout, self.tls.as_ref()).await?;
         *self.slot() = Some(c.clone());
         Ok(c)
     }
@@ -209,14 +221,16 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nup 1\n\n",
         )
         .await;
-        let body = http_metrics(&uri, Duration::from_secs(5)).await.unwrap();
+        let body = http_metrics(&uri, Duration::from_secs(5), None)
+            .await
+            .unwrap();
         assert_eq!(body, "up 1\n\n");
     }
 
     #[tokio::test]
     async fn non_200_is_an_error() {
         let uri = one_shot_server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
-        let e = http_metrics(&uri, Duration::from_secs(5))
+        let e = http_metrics(&uri, Duration::from_secs(5), None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Status(s) if s == 404), "{e}");
@@ -232,7 +246,7 @@ mod tests {
         });
         let uri: ConnectUri = format!("tcp://127.0.0.1:{port}").parse().unwrap();
         let started = Instant::now();
-        let e = http_metrics(&uri, Duration::from_millis(300))
+        let e = http_metrics(&uri, Duration::from_millis(300), None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Timeout(_)), "{e}");
@@ -246,11 +260,11 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let uri: ConnectUri = format!("tcp://127.0.0.1:{port}").parse().unwrap();
-        let e = http_metrics(&uri, Duration::from_secs(2))
+        let e = http_metrics(&uri, Duration::from_secs(2), None)
             .await
             .unwrap_err();
         assert!(matches!(e, FetchError::Connect(_)), "{e}");
-        let g = GrpcEndpoint::new(uri);
+        let g = GrpcEndpoint::new(uri, None);
         assert!(g.ping(Duration::from_secs(2)).await.is_err());
         assert!(g.metrics(Duration::from_secs(2)).await.is_err());
     }

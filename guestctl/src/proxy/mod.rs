@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use fetch::{FetchError, GrpcEndpoint};
+use guest_transport::ClientTls;
 use host_metrics::HostStats;
 use merge::Merger;
 use targets::{MetricsSource, Target, TargetError};
@@ -69,6 +70,8 @@ pub struct ProxyOptions {
     pub targets_file: Option<PathBuf>,
     /// Bound of each guest's fetch (and ping).
     pub scrape_timeout: Duration,
+    /// TLS client settings for tls+tcp:// targets.
+    pub tls: Option<ClientTls>,
 }
 
 /// A target with its kept connections.
@@ -80,13 +83,16 @@ struct TargetState {
 }
 
 impl TargetState {
-    fn new(target: Target) -> Self {
+    fn new(target: Target, tls: Option<&ClientTls>) -> Self {
         Self {
             metrics_grpc: match &target.metrics {
-                MetricsSource::Grpc(u) => Some(GrpcEndpoint::new(u.clone())),
+                MetricsSource::Grpc(u) => Some(GrpcEndpoint::new(u.clone(), tls.cloned())),
                 MetricsSource::Http(_) => None,
             },
-            ping: target.ping.clone().map(GrpcEndpoint::new),
+            ping: target
+                .ping
+                .clone()
+                .map(|u| GrpcEndpoint::new(u, tls.cloned())),
             target,
         }
     }
@@ -106,6 +112,7 @@ pub struct Proxy {
     flag_targets: Vec<Target>,
     targets_file: Option<PathBuf>,
     scrape_timeout: Duration,
+    tls: Option<ClientTls>,
     targets: RwLock<Arc<Vec<Arc<TargetState>>>>,
     stats: Mutex<HostStats>,
 }
@@ -121,6 +128,7 @@ impl Proxy {
             flag_targets: opts.targets.clone(),
             targets_file: opts.targets_file.clone(),
             scrape_timeout: opts.scrape_timeout,
+            tls: opts.tls.clone(),
             targets: RwLock::new(Arc::new(Vec::new())),
             stats: Mutex::new(HostStats::default()),
         };
@@ -149,7 +157,7 @@ impl Proxy {
                     .iter()
                     .find(|s| s.target == t)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(TargetState::new(t)))
+                    .unwrap_or_else(|| Arc::new(TargetState::new(t, self.tls.as_ref())))
             })
             .collect();
         self.lock_stats()
@@ -196,7 +204,9 @@ impl Proxy {
             let started = Instant::now();
             let text = match (&t.target.metrics, &t.metrics_grpc) {
                 (MetricsSource::Grpc(_), Some(ep)) => ep.metrics(timeout).await,
-                (MetricsSource::Http(uri), _) => fetch::http_metrics(uri, timeout).await,
+                (MetricsSource::Http(uri), _) => {
+                    fetch::http_metrics(uri, timeout, self.tls.as_ref()).await
+                }
                 (MetricsSource::Grpc(_), None) => Err(FetchError::Http("no endpoint".into())),
             };
             let parsed = text
@@ -400,6 +410,7 @@ mod tests {
             targets,
             targets_file: None,
             scrape_timeout: timeout,
+            tls: None,
         }
     }
 

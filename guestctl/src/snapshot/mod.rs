@@ -28,7 +28,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use guest_proto::v1::guest_client::GuestClient;
-use guest_transport::{connect_channel, ConnectUri};
+use guest_transport::{connect_channel_with, ClientTls, ConnectUri};
 use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use tonic::Request;
@@ -51,6 +51,8 @@ pub struct SnapshotOptions {
     pub connect: ConnectUri,
     /// Connect (and hybrid vsock handshake) timeout.
     pub connect_timeout: Duration,
+    /// TLS client settings for tls+tcp://.
+    pub tls: Option<ClientTls>,
     /// The VMM process to SIGSTOP during the command.
     pub pause_pid: Option<u32>,
     /// How long to wait for Quiesce.
@@ -171,17 +173,18 @@ pub async fn run(opts: SnapshotOptions) -> u8 {
         json: opts.json,
     };
 
-    let channel = match connect_channel(&opts.connect, opts.connect_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            verdict.connect_failed = true;
-            report.quiesce.result = "not_sent";
-            report.quiesce.error = Some(e.to_string());
-            root.span().set_status(SpanStatus::error(e.to_string()));
-            root.span().end();
-            return finish(&opts, &tracer, report, verdict).await;
-        }
-    };
+    let channel =
+        match connect_channel_with(&opts.connect, opts.connect_timeout, opts.tls.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                verdict.connect_failed = true;
+                report.quiesce.result = "not_sent";
+                report.quiesce.error = Some(e.to_string());
+                root.span().set_status(SpanStatus::error(e.to_string()));
+                root.span().end();
+                return finish(&opts, &tracer, report, verdict).await;
+            }
+        };
     let mut client = GuestClient::new(channel);
 
     // Quiesce.
