@@ -27,8 +27,11 @@ const MAX_TOOL_OUTPUT: usize = 2000;
 pub struct Ext4Tools {
     /// `mkfs.ext4`, run as `<mkfs> -F -q <device>` for `need_format`.
     pub mkfs: PathBuf,
-    /// `resize2fs`, run as `<resize2fs> <device>` after mounting for `need_resize`.
+    /// `resize2fs`, run as `<resize2fs> <device>` before mounting for `need_resize`.
     pub resize2fs: PathBuf,
+    /// `e2fsck`, run as `<e2fsck> -f -p <device>` before an offline resize (resize2fs
+    /// requires a freshly checked filesystem).
+    pub e2fsck: PathBuf,
 }
 
 impl Default for Ext4Tools {
@@ -36,6 +39,7 @@ impl Default for Ext4Tools {
         Self {
             mkfs: PathBuf::from("mkfs.ext4"),
             resize2fs: PathBuf::from("resize2fs"),
+            e2fsck: PathBuf::from("e2fsck"),
         }
     }
 }
@@ -200,6 +204,14 @@ fn apply_one(plan: &VolumePlan, tools: &Ext4Tools, record: &mut Record) -> Resul
                     device,
                 )?;
             }
+            if *resize {
+                // Grow offline, before mounting: online growth (EXT4_IOC_RESIZE_FS) needs
+                // CAP_SYS_RESOURCE, which sandboxed or container-like guests may lack, and an
+                // unmounted filesystem can be checked first.
+                run_fsck(&tools.e2fsck, device)?;
+                run_tool(&tools.resize2fs, &[device.as_os_str()], device)?;
+                info!(device = %device.display(), "grew filesystem to device size");
+            }
             match mount(
                 Some(device.as_path()),
                 &plan.mount_point,
@@ -229,10 +241,6 @@ fn apply_one(plan: &VolumePlan, tools: &Ext4Tools, record: &mut Record) -> Resul
             }
             record.mounted = true;
             info!(device = %device.display(), mount_point = %plan.mount_point.display(), "mounted ext4");
-            if *resize {
-                run_tool(&tools.resize2fs, &[device.as_os_str()], device)?;
-                info!(device = %device.display(), "grew filesystem to device size");
-            }
         }
         VolumeSource::Virtiofs { tag, read_only } => {
             let flags = if *read_only {
@@ -294,6 +302,31 @@ fn create_missing_dirs(path: &Path, created: &mut Vec<PathBuf>) -> Result<(), Vo
         }
     }
     Ok(())
+}
+
+/// Runs `e2fsck -f -p` (preen: fixes only what is safe without questions). Exit codes 0
+/// (clean), 1 (errors corrected) and 2 (corrected, reboot advised: only meaningful for a
+/// mounted root) are success; anything else is an error with e2fsck's output.
+fn run_fsck(program: &Path, device: &Path) -> Result<(), VolumeError> {
+    let out = Command::new(program)
+        .args([OsStr::new("-f"), OsStr::new("-p"), device.as_os_str()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| VolumeError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
+    if matches!(out.status.code(), Some(0..=2)) {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Err(VolumeError::Tool {
+        program: program.to_path_buf(),
+        device: device.to_path_buf(),
+        status: out.status.to_string(),
+        output: truncate(text.trim(), MAX_TOOL_OUTPUT),
+    })
 }
 
 /// Runs `program args...`, capturing its output for the error.

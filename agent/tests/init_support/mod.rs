@@ -52,19 +52,6 @@ pub fn not_root() -> bool {
     true
 }
 
-/// Whether this process has CAP_SYS_RESOURCE, which the kernel requires for online
-/// ext4 resize (EXT4_IOC_RESIZE_FS). Sandboxes often drop it; a guest agent has it.
-pub fn has_cap_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .expect("CapEff in /proc/self/status");
-    let mask = u64::from_str_radix(eff.trim(), 16).unwrap();
-    mask & (1 << CAP_SYS_RESOURCE) != 0
-}
-
 /// One mount from /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
