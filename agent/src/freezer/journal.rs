@@ -79,6 +79,14 @@ pub enum JournalError {
     /// The directory could not be created or inspected.
     #[error("state directory {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// Another live agent holds the directory's lock: its journal is not ours to recover.
+    #[error("state directory {dir} is in use by another agent (pid {pid}); not recovering or journalling")]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+        /// The pid recorded by the lock holder.
+        pid: String,
+    },
     /// The directory is on a filesystem that could be frozen.
     #[error("state directory {dir} is on {fstype}, which can be frozen; use a tmpfs such as /run")]
     Freezable {
@@ -94,6 +102,45 @@ pub enum JournalError {
 pub struct Journal {
     path: Option<PathBuf>,
     boot_id: String,
+    /// The state directory's lock, held for the agent's lifetime (released by the kernel
+    /// when the agent dies, however it dies).
+    _lock: Option<nix::fcntl::Flock<fs::File>>,
+}
+
+/// Lock file inside the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the directory's lock without waiting, and records our pid in it.
+fn lock(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>, JournalError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let io = |e: std::io::Error| JournalError::Io(dir.to_path_buf(), e);
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            return Err(JournalError::InUse {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err((_, e)) => return Err(io(e.into())),
+    };
+    locked.set_len(0).map_err(io)?;
+    locked
+        .write_all(std::process::id().to_string().as_bytes())
+        .map_err(io)?;
+    Ok(locked)
 }
 
 fn boot_id() -> String {
@@ -108,8 +155,9 @@ impl Journal {
         Self::default()
     }
 
-    /// Opens the journal in `dir`, creating the directory (0700) if needed. Refuses a
-    /// directory on a freezable filesystem.
+    /// Opens the journal in `dir`, creating the directory (0700) if needed, and takes the
+    /// directory's lock. Refuses a directory on a freezable filesystem, and one whose lock a
+    /// live agent holds (its freeze is not a leftover to recover).
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
@@ -126,9 +174,11 @@ impl Journal {
                 fstype: format!("{:#x}", t.0),
             });
         }
+        let lock = lock(dir)?;
         Ok(Self {
             path: Some(dir.join(JOURNAL_FILE)),
             boot_id: boot_id(),
+            _lock: Some(lock),
         })
     }
 
@@ -220,6 +270,24 @@ mod tests {
         assert_eq!(entries[0].dev_id(), Some(DevId { major: 7, minor: 9 }));
         j.write(&[]);
         assert!(!dir.path().join(JOURNAL_FILE).exists());
+    }
+
+    #[test]
+    fn a_second_journal_on_a_locked_directory_is_refused_until_the_first_is_gone() {
+        let Some(dir) = tmpfs_dir() else { return };
+        let first = Journal::open(dir.path()).unwrap();
+        first.write(&[Entry::new(&fs("/a"), EntryState::Frozen)]);
+        match Journal::open(dir.path()) {
+            Err(JournalError::InUse { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        let second = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            second.leftovers().len(),
+            1,
+            "a dead agent's journal is recoverable"
+        );
     }
 
     #[test]
