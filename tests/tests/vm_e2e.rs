@@ -16,8 +16,9 @@
 //!    (scraping the guest's /metrics over vsock) serves the blocked writer it counted, and the
 //!    agent's spans reach an OTLP receiver on the host through the guest-to-host vsock path
 //!    (`<uds>_4317`) as children of guestctl's spans in the snapshot's trace;
-//! 6. watchdog: after a Quiesce the host goes away; the eBPF observer lists the writer blocked,
-//!    the guest thaws itself at the deadline and the writer resumes.
+//! 6. watchdog: after a Quiesce the host goes away; while frozen, the eBPF observer lists the
+//!    writer blocked (FreezeStatus, and `guest_fs_blocked_writers` through guestctl proxy); the
+//!    guest thaws itself at the deadline and the writer resumes.
 //!
 //! Needs `scripts/setup-vm.sh` and the static binaries, so the tests are ignored by a plain
 //! `cargo test`; `make vm-test` builds everything and runs them with `--ignored`. A failure
