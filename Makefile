@@ -1,10 +1,12 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
 #   make run    build and start guest-agent with development defaults
-#   make test   set up, lint, build, and run every test
+#   make test   set up, lint, build, and run every test (CI runs exactly this via .ci/run)
+# More: make demo | soak | bench | fuzz | vm-test
 SHELL := /bin/bash
 CARGO ?= cargo
+FUZZ_SECONDS ?= 60
 
-.PHONY: setup build lint unit-test system-test test run clean-scratch
+.PHONY: setup build lint test fuzz soak bench vm-test run demo clean-scratch
 
 setup:
 	@scripts/setup.sh
@@ -16,12 +18,35 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Unit tests, system tests against the real binaries (loop mounts, netns, real Prometheus,
+# OTLP receiver), the short soak/stress runs, the nested-VM end-to-end suite, then a bounded
+# fuzz run of every target.
 test: setup lint build
 	$(CARGO) test --workspace --no-fail-fast
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# 1,000 Quiesce/Thaw cycles with verified writers, plus a 60 s random 16-client stress run.
+soak: setup
+	scripts/soak.sh
+
+# Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze; writes BENCHMARKS.md.
+bench: setup
+	$(CARGO) build --release -p guest-agent -p freeze-bench
+	target/release/freeze-bench --write-markdown BENCHMARKS.md
+
+vm-test: setup
+	$(CARGO) test -p system-tests --test vm_e2e -- --nocapture
 
 run: setup
 	$(CARGO) build --workspace
 	@scripts/run-dev.sh
+
+demo: setup
+	$(CARGO) build --workspace
+	@scripts/demo.sh
 
 clean-scratch:
 	@scripts/run-dev.sh --clean-only

@@ -31,6 +31,14 @@ if [[ -x "$here/setup-ebpf.sh" ]]; then
     "$here/setup-ebpf.sh"
 fi
 
+# Guest kernels, busybox, qemu and vhost-device-vsock for the nested-VM tests (cached).
+if [[ -x "$here/setup-vm.sh" ]]; then
+    "$here/setup-vm.sh"
+fi
+
+# cargo-fuzz and the nightly's rust-src for the bounded fuzz run in `make test`.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
 # Loop devices for the tests.
 modprobe loop 2>/dev/null || true
 echo "setup: ok"
