@@ -27,6 +27,7 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use guest_proto::v1::guest_client::GuestClient;
 use guest_transport::{connect_channel_with, ClientTls, ConnectUri};
 use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
@@ -236,122 +237,142 @@ pub async fn run(opts: SnapshotOptions) -> u8 {
     };
     phases.record(Some(&qcx), "quiesce", started.elapsed(), outcome, detail);
 
-    // Pause the VMM.
-    let mut proceed = verdict.quiesced && interrupts.received().is_none();
-    let mut paused: Option<Paused> = None;
-    match opts.pause_pid {
-        None => phases.skip("pause", "no --pause-pid"),
-        Some(_) if !proceed => phases.skip("pause", "quiesce did not succeed"),
-        Some(pid) => {
-            let pcx = tracer.child(&root, "pause");
-            pcx.span()
-                .set_attribute(KeyValue::new("process.pid", i64::from(pid)));
-            let started = Instant::now();
-            match Paused::stop(pid).await {
-                Ok(p) => {
-                    paused = Some(p);
-                    phases.record(
-                        Some(&pcx),
-                        "pause",
-                        started.elapsed(),
-                        Outcome::Ok,
-                        format!("SIGSTOP pid {pid}: stopped"),
-                    );
-                }
-                Err(e) => {
-                    verdict.pause_failed = true;
-                    proceed = false;
-                    phases.record(
-                        Some(&pcx),
-                        "pause",
-                        started.elapsed(),
-                        Outcome::Failed,
-                        e.to_string(),
-                    );
+    // Pause, command, resume. A panic in here (a bug) must not skip the thaw: it is caught,
+    // the pause guard has sent SIGCONT while unwinding, and the sequence goes on.
+    let middle = std::panic::AssertUnwindSafe(async {
+        let mut proceed = verdict.quiesced && interrupts.received().is_none();
+        let mut paused: Option<Paused> = None;
+        match opts.pause_pid {
+            None => phases.skip("pause", "no --pause-pid"),
+            Some(_) if !proceed => phases.skip("pause", "quiesce did not succeed"),
+            Some(pid) => {
+                let pcx = tracer.child(&root, "pause");
+                pcx.span()
+                    .set_attribute(KeyValue::new("process.pid", i64::from(pid)));
+                let started = Instant::now();
+                match Paused::stop(pid).await {
+                    Ok(p) => {
+                        paused = Some(p);
+                        phases.record(
+                            Some(&pcx),
+                            "pause",
+                            started.elapsed(),
+                            Outcome::Ok,
+                            format!("SIGSTOP pid {pid}: stopped"),
+                        );
+                    }
+                    Err(e) => {
+                        verdict.pause_failed = true;
+                        proceed = false;
+                        phases.record(
+                            Some(&pcx),
+                            "pause",
+                            started.elapsed(),
+                            Outcome::Failed,
+                            e.to_string(),
+                        );
+                    }
                 }
             }
         }
-    }
 
-    // The command.
-    if proceed && interrupts.received().is_none() {
-        let ccx = tracer.child(&root, "command");
-        let spec = CommandSpec {
-            argv: opts.command.clone(),
-            stdout_to_stderr: opts.json,
-            env: vec![
-                ("TRACEPARENT".into(), trace::traceparent(&ccx)),
-                ("GUESTCTL_TRACE_ID".into(), report.trace_id.clone()),
-            ],
-        };
-        let started = Instant::now();
-        let end = command::run(&spec, &interrupts).await;
-        let (outcome, detail) = match &end {
-            CommandEnd::Exited(st) => {
-                report.command = CommandSummary {
-                    ran: true,
-                    exit_code: st.code(),
-                    signal: st.signal(),
-                    error: None,
-                };
-                match (st.code(), st.signal()) {
-                    (Some(0), _) => (Outcome::Ok, "exit 0".to_string()),
-                    (Some(c), _) => (Outcome::Failed, format!("exit {c}")),
-                    (None, Some(s)) => (Outcome::Failed, format!("killed by signal {s}")),
-                    (None, None) => (Outcome::Failed, st.to_string()),
-                }
-            }
-            CommandEnd::SpawnFailed(e) => {
-                report.command.error = Some(e.clone());
-                (Outcome::Failed, e.clone())
-            }
-        };
-        verdict.command_ok = report.command.succeeded();
-        let outcome = match (outcome, interrupts.received()) {
-            (Outcome::Failed, Some(_)) => Outcome::Interrupted,
-            (o, _) => o,
-        };
-        phases.record(Some(&ccx), "command", started.elapsed(), outcome, detail);
-    } else {
-        let why = if interrupts.received().is_some() {
-            "interrupted"
-        } else if verdict.pause_failed {
-            "the VMM could not be paused"
-        } else {
-            "quiesce did not succeed"
-        };
-        phases.skip("command", why);
-    }
-
-    // Resume the VMM.
-    match paused.as_mut() {
-        None => phases.skip("resume", "not paused"),
-        Some(p) => {
-            let rcx = tracer.child(&root, "resume");
+        // The command.
+        if proceed && interrupts.received().is_none() {
+            let ccx = tracer.child(&root, "command");
+            let spec = CommandSpec {
+                argv: opts.command.clone(),
+                stdout_to_stderr: opts.json,
+                env: vec![
+                    ("TRACEPARENT".into(), trace::traceparent(&ccx)),
+                    ("GUESTCTL_TRACE_ID".into(), report.trace_id.clone()),
+                ],
+            };
             let started = Instant::now();
-            let pid = p.pid();
-            match p.resume() {
-                Ok(()) => phases.record(
-                    Some(&rcx),
-                    "resume",
-                    started.elapsed(),
-                    Outcome::Ok,
-                    format!("SIGCONT pid {pid}"),
-                ),
-                Err(e) => {
-                    verdict.resume_failed = true;
-                    phases.record(
+            let end = command::run(&spec, &interrupts).await;
+            let (outcome, detail) = match &end {
+                CommandEnd::Exited(st) => {
+                    report.command = CommandSummary {
+                        ran: true,
+                        exit_code: st.code(),
+                        signal: st.signal(),
+                        error: None,
+                    };
+                    match (st.code(), st.signal()) {
+                        (Some(0), _) => (Outcome::Ok, "exit 0".to_string()),
+                        (Some(c), _) => (Outcome::Failed, format!("exit {c}")),
+                        (None, Some(s)) => (Outcome::Failed, format!("killed by signal {s}")),
+                        (None, None) => (Outcome::Failed, st.to_string()),
+                    }
+                }
+                CommandEnd::SpawnFailed(e) => {
+                    report.command.error = Some(e.clone());
+                    (Outcome::Failed, e.clone())
+                }
+            };
+            verdict.command_ok = report.command.succeeded();
+            let outcome = match (outcome, interrupts.received()) {
+                (Outcome::Failed, Some(_)) => Outcome::Interrupted,
+                (o, _) => o,
+            };
+            phases.record(Some(&ccx), "command", started.elapsed(), outcome, detail);
+        } else {
+            let why = if interrupts.received().is_some() {
+                "interrupted"
+            } else if verdict.pause_failed {
+                "the VMM could not be paused"
+            } else {
+                "quiesce did not succeed"
+            };
+            phases.skip("command", why);
+        }
+
+        // Resume the VMM.
+        match paused.as_mut() {
+            None => phases.skip("resume", "not paused"),
+            Some(p) => {
+                let rcx = tracer.child(&root, "resume");
+                let started = Instant::now();
+                let pid = p.pid();
+                match p.resume() {
+                    Ok(()) => phases.record(
                         Some(&rcx),
                         "resume",
                         started.elapsed(),
-                        Outcome::Failed,
-                        e.to_string(),
-                    );
+                        Outcome::Ok,
+                        format!("SIGCONT pid {pid}"),
+                    ),
+                    Err(e) => {
+                        verdict.resume_failed = true;
+                        phases.record(
+                            Some(&rcx),
+                            "resume",
+                            started.elapsed(),
+                            Outcome::Failed,
+                            e.to_string(),
+                        );
+                    }
                 }
             }
         }
+        drop(paused);
+    })
+    .catch_unwind()
+    .await;
+    if let Err(panic) = middle {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        verdict.command_ok = false;
+        phases.record(
+            None,
+            "internal",
+            Duration::ZERO,
+            Outcome::Failed,
+            format!("guestctl failed internally ({what}); the VMM was resumed, thawing now"),
+        );
     }
-    drop(paused);
 
     // Thaw, then confirm, within one deadline.
     let deadline = tokio::time::Instant::now() + opts.thaw_deadline;
