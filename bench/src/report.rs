@@ -146,7 +146,9 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
 
     let _ = writeln!(
         out,
-        "\n### Processes\n\n| contender | Ping while frozen p50 / p99 (n) | RSS / peak | start to ready p50 / max (n) | binary |\n|---|---|---|---|---|"
+        "\n### Processes\n\nPing: one round trip every 4 ms during each hold; the idle baseline is the same \
+         with nothing frozen and no writer running.\n\n\
+         | contender | Ping while frozen p50 / p99 (n) | Ping idle p50 / p99 | RSS / peak | start to ready p50 / max (n) | binary |\n|---|---|---|---|---|---|"
     );
     for (kind, f) in &results.facts {
         let pings: Vec<Duration> = results
@@ -161,6 +163,13 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
                 s.p50.as_secs_f64() * 1e3,
                 s.p99.as_secs_f64() * 1e3,
                 s.n
+            )
+        });
+        let idle = Summary::of(&f.ping_idle).map_or("–".into(), |s| {
+            format!(
+                "{:.3} / {:.3} ms",
+                s.p50.as_secs_f64() * 1e3,
+                s.p99.as_secs_f64() * 1e3
             )
         });
         let mem = f.memory.map_or("–".into(), |m| {
@@ -178,7 +187,7 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {ping} | {mem} | {ready} | {size} |",
+            "| {} | {ping} | {idle} | {mem} | {ready} | {size} |",
             kind.label()
         );
     }

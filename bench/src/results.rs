@@ -100,6 +100,8 @@ pub struct ProcessFacts {
     pub memory: Option<Memory>,
     /// Spawn -> first answer, one per start.
     pub ready: Vec<Duration>,
+    /// Ping round trips while nothing is frozen and no writer runs (the baseline).
+    pub ping_idle: Vec<Duration>,
     /// Size of the binary, bytes.
     pub binary_size: Option<u64>,
 }

@@ -24,6 +24,8 @@ use crate::writer::{self, Writer};
 const PING_INTERVAL: Duration = Duration::from_millis(4);
 /// No ping starts closer than this to the end of the hold, so the hold stays exact.
 const PING_GUARD: Duration = Duration::from_millis(2);
+/// Pings of the idle baseline per contender.
+const IDLE_PINGS: usize = 250;
 /// Longest wait for the observer to report a cycle's thaws and resumed writers.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -119,9 +121,13 @@ pub fn run(
     let all = rig.mounts(kmax);
     let mut results = Results::default();
     for &kind in &plan.contenders {
-        let (c, _) = contender::start(kind, &plan.bins, &rig.scratch, &all)?;
+        let (mut c, _) = contender::start(kind, &plan.bins, &rig.scratch, &all)?;
+        let facts = ProcessFacts {
+            ping_idle: ping_idle(c.as_mut())?,
+            ..ProcessFacts::default()
+        };
         rig.contenders.push(c);
-        results.facts.insert(kind, ProcessFacts::default());
+        results.facts.insert(kind, facts);
     }
 
     for &k in &plan.ks {
@@ -302,6 +308,22 @@ fn cycle(ctx: &Ctx<'_>, c: &mut dyn Contender, writers: &[Writer]) -> CycleResul
     result.complete = complete;
     result.slowest_write = writers.iter().flat_map(|w| w.take_slow()).max();
     result
+}
+
+/// Pings paced like those during a hold, with nothing frozen and no writer running: the
+/// baseline that shows what a freeze adds.
+fn ping_idle(c: &mut dyn Contender) -> Result<Vec<Duration>, BenchError> {
+    let mut out = Vec::with_capacity(IDLE_PINGS);
+    for _ in 0..IDLE_PINGS {
+        let t = Instant::now();
+        match c.ping() {
+            None => break,
+            Some(r) => r?,
+        }
+        out.push(t.elapsed());
+        sleep_until(t + PING_INTERVAL);
+    }
+    Ok(out)
 }
 
 /// Start-to-ready of fresh processes (never asked to freeze), and binary sizes.
