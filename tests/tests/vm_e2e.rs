@@ -20,9 +20,9 @@
 //!    writer blocked (FreezeStatus, and `guest_fs_blocked_writers` through guestctl proxy); the
 //!    guest thaws itself at the deadline and the writer resumes.
 //!
-//! Needs `scripts/setup-vm.sh` and the static binaries, so the tests are ignored by a plain
-//! `cargo test`; `make vm-test` builds everything and runs them with `--ignored`. A failure
-//! prints the guest console.
+//! Needs `scripts/setup-vm.sh` (part of `make setup`) and the host's guestctl (`cargo build
+//! --workspace`); the static guest binaries are brought up to date by the harness
+//! (`tests/vm/build-guest.sh`). A failure prints the guest console.
 
 #[path = "../vm/harness/mod.rs"]
 mod harness;
@@ -518,13 +518,11 @@ fn end_to_end(series: &str) {
 }
 
 #[test]
-#[ignore = "boots a VM: needs scripts/setup-vm.sh and the musl build; run `make vm-test`"]
 fn vm_debian_6_1() {
     end_to_end("6.1");
 }
 
 #[test]
-#[ignore = "boots a VM: needs scripts/setup-vm.sh and the musl build; run `make vm-test`"]
 fn vm_debian_6_12() {
     end_to_end("6.12");
 }

@@ -4,10 +4,20 @@
 //! musl rather than glibc with `crt-static`: a static glibc binary still wants NSS shared
 //! libraries at run time for name look-ups and warns at link time; musl links cleanly, and
 //! the eBPF object (built for bpfel by aya-build) is embedded the same way for either target.
+//!
+//! The first VM of a test process runs `tests/vm/build-guest.sh` (cargo: a no-op when nothing
+//! changed), so a VM never boots an agent older than the sources.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use system_tests::cmd;
 
 use super::error::{Result, VmError};
+
+/// Longest the static build may take (a cold build is several minutes on 2 cores).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 /// Target triple of the guest binaries.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -42,6 +52,32 @@ fn locate(env: &str, path: PathBuf) -> Result<PathBuf> {
     } else {
         Err(VmError::MissingBinary { path })
     }
+}
+
+/// Brings the static binaries up to date, once per process. Skipped when
+/// `GUEST_AGENT_VM_AGENT` names a prebuilt agent.
+pub fn ensure_built() -> Result<()> {
+    static BUILT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    if std::env::var_os("GUEST_AGENT_VM_AGENT").is_some() {
+        return Ok(());
+    }
+    BUILT
+        .get_or_init(|| {
+            let script = vm_file("build-guest.sh");
+            let out = cmd::run_with_timeout("bash", &[&script], BUILD_TIMEOUT)
+                .map_err(|e| e.to_string())?;
+            if out.ok() {
+                Ok(())
+            } else {
+                Err(format!("{}\n{}", out.stdout, out.stderr))
+            }
+        })
+        .clone()
+        .map_err(|output| VmError::Command {
+            cmd: vm_file("build-guest.sh").display().to_string(),
+            status: "failed".into(),
+            output,
+        })
 }
 
 /// The static guest-agent (`GUEST_AGENT_VM_AGENT` overrides).

@@ -11,6 +11,7 @@ use super::process::run_tool_ok;
 
 /// Builds the initramfs for `kernel` at `out`.
 pub fn build(kernel: &GuestKernel, out: &Path) -> Result<PathBuf> {
+    bins::ensure_built()?;
     let agent = bins::guest_agent()?;
     let guestctl = bins::guest_guestctl()?;
     let script = bins::vm_file("mkinitramfs.sh");
