@@ -4,7 +4,7 @@
 # Fetches and caches, outside the git tree, everything a VM test boots with, so that nothing is
 # downloaded at test time:
 #   - Debian packages on the host: qemu-system-x86 (7.2), busybox-static, e2fsprogs (e2fsck,
-#     debugfs, and mke2fs copied into the guest), cpio, xz-utils, zstd, musl-tools;
+#     debugfs, and mke2fs copied into the guest), cpio, xz-utils, zstd, musl-tools, binutils;
 #   - the Rust musl target, for a static guest-agent / guestctl;
 #   - two Debian guest kernels, 6.1 (bookworm) and 6.12 (bookworm-backports): the .deb is
 #     fetched with apt through a private source list (the host's apt configuration is left
@@ -33,7 +33,7 @@ die() { echo "setup-vm: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (apt-get, /var/cache)"
 
 # --- host packages -------------------------------------------------------------------------
-apt_pkgs=(qemu-system-x86 busybox-static e2fsprogs cpio xz-utils zstd musl-tools kmod file)
+apt_pkgs=(qemu-system-x86 busybox-static e2fsprogs cpio xz-utils zstd musl-tools kmod file binutils)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
