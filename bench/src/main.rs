@@ -124,7 +124,7 @@ fn command_line() -> String {
         line.push_str(&args.join(" "));
     }
     match std::env::var("FREEZE_BENCH_VIA") {
-        Ok(via) if !via.is_empty() => format!("{via} (= {line})"),
+        Ok(via) if !via.trim().is_empty() => format!("{} (= {line})", via.trim()),
         _ => line,
     }
 }
