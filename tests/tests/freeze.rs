@@ -403,12 +403,16 @@ async fn ping_and_status_stay_fast_while_frozen() -> anyhow::Result<()> {
             "round {round}, frozen (200 calls each): Ping p50 {p50:?}, p99 {p99:?}; FreezeStatus p50 {s50:?}, p99 {s99:?}"
         );
         rounds.push((p99, s99));
-        if p99 < LIMIT && s99 < LIMIT {
+        if p99 < LIMIT.max(b99 * 2) && s99 < LIMIT.max(b99 * 2) {
             break;
         }
     }
-    let ok = rounds.iter().any(|(p, s)| *p < LIMIT && *s < LIMIT);
-    assert!(ok, "Ping/FreezeStatus p99 >= {LIMIT:?} while frozen in every round: {rounds:?} (baseline p99 {b99:?})");
+    // On a machine so loaded that even the unfrozen baseline misses the limit, "as fast as
+    // when not frozen" is what can be asserted: twice the baseline p99. A Ping served behind
+    // the freeze would take the whole freeze (seconds) and still fail.
+    let limit = LIMIT.max(b99 * 2);
+    let ok = rounds.iter().any(|(p, s)| *p < limit && *s < limit);
+    assert!(ok, "Ping/FreezeStatus p99 >= {limit:?} while frozen in every round: {rounds:?} (baseline p99 {b99:?})");
     rpc.thaw().await??;
     w.finish(FINISH).await?;
     Ok(())

@@ -107,3 +107,65 @@ async fn thaw_in_time_disarms_the_watchdog() -> anyhow::Result<()> {
     assert!(st.last_watchdog_thaw.is_none(), "{st:?}");
     Ok(())
 }
+
+/// A client that gives up on its Quiesce (cancels the call) after the agent started freezing
+/// must not leave a freeze without a watchdog: the freeze completes, is armed, and the watchdog
+/// thaws it. A slow freeze hook holds the Quiesce open long enough to cancel it mid-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_quiesce_is_still_armed_and_thawed_by_the_watchdog() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new()?;
+    let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
+    let hooks = s.join("hooks");
+    std::fs::create_dir(&hooks)?;
+    let hook = hooks.join("10-slow");
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" = freeze ] && sleep 1\nexit 0\n")?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    let hooks_arg = hooks.display().to_string();
+    let agent = Agent::start(&s, &["--freeze-timeout", "2", "--hooks-dir", &hooks_arg]).await?;
+
+    // Cancel the call while the freeze hook still runs (dropping the request future resets
+    // the HTTP/2 stream, which drops the server's handler).
+    let mut cancelled = agent.rpc().await?;
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(300), cancelled.quiesce(&[fs.mp()])).await;
+    assert!(
+        gave_up.is_err(),
+        "the Quiesce should still be running: {gave_up:?}"
+    );
+    drop(cancelled);
+
+    let mut rpc = agent.rpc().await?;
+    let started = Instant::now();
+    // The freeze still happens, with a watchdog deadline...
+    let frozen = loop {
+        let st = rpc.status().await??;
+        if st.frozen && !st.operation_in_progress {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never finished freezing: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        frozen.watchdog_deadline_unix_ms > 0,
+        "frozen without a watchdog: {frozen:?}"
+    );
+    // ...and the watchdog thaws it.
+    loop {
+        let st = rpc.status().await??;
+        if !st.frozen {
+            assert_eq!(st.watchdog_thaws, 1, "{st:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still frozen: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!fsfreeze::is_frozen(fs.mountpoint())?);
+    Ok(())
+}

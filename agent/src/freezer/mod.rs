@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Mutex as AsyncMutex;
+use tracing::Instrument;
 
 use crate::mounts::{self, Policy, SkipReason};
 use crate::telemetry::freezer as telemetry;
@@ -104,6 +105,9 @@ fn paths(p: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// The operation name of a thaw the watchdog makes.
+pub(crate) const WATCHDOG_OP: &str = "watchdog thaw";
+
 struct Inner {
     cfg: FreezerConfig,
     state: SharedState,
@@ -142,7 +146,12 @@ impl Freezer {
     pub fn status(&self) -> FreezeStatus {
         let st = self.inner.state.lock();
         FreezeStatus {
-            frozen: st.held.iter().map(|h| h.info()).collect(),
+            frozen: st
+                .held
+                .iter()
+                .map(|h| h.info())
+                .chain(st.thawing.iter().cloned())
+                .collect(),
             frozen_since: st.frozen_since,
             watchdog_deadline: st.deadline.map(|d| d.0),
             watchdog_timeout: self.inner.cfg.watchdog_timeout,
@@ -163,7 +172,18 @@ impl Freezer {
 
     /// Freezes the requested mountpoints (empty: every eligible filesystem), all or nothing.
     /// Idempotent for the same selection while frozen.
+    ///
+    /// Runs as its own task: a caller that goes away (a cancelled gRPC call) does not stop it
+    /// half-way, so a freeze that happened is always armed with its watchdog.
     pub async fn quiesce(&self, requested: Vec<String>) -> Result<QuiesceReport, FreezerError> {
+        let this = self.clone();
+        let op = async move { this.quiesce_inner(requested).await };
+        tokio::spawn(op.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| FreezerError::Internal(e.to_string()))?
+    }
+
+    async fn quiesce_inner(&self, requested: Vec<String>) -> Result<QuiesceReport, FreezerError> {
         let requested = normalise(&requested)?;
         let timeout = self.inner.cfg.operation_timeout;
         let started = Instant::now();
@@ -208,7 +228,8 @@ impl Freezer {
         let task = tokio::task::spawn_blocking(move || {
             // The operation lock travels with the worker: a timed-out caller does not let the
             // next operation start until the kernel has returned and the worker has cleaned up.
-            let _guard = guard;
+            // On success it comes back, so the freeze is armed before anyone can thaw it.
+            let guard = guard;
             let _span = span.entered();
             if let Some(cfg) = this.inner.cfg.presync {
                 let _phase = telemetry::phase(Phase::Presync);
@@ -224,12 +245,16 @@ impl Freezer {
                 &worker_handoff,
             );
             drop(phase);
-            this.inner.state.lock().in_progress = false;
-            res
+            if res.is_err() {
+                // On success `arm` clears it, after the watchdog is set: nobody sees a freeze
+                // that is complete but not yet armed as finished.
+                this.inner.state.lock().in_progress = false;
+            }
+            (res, guard)
         });
         let remaining = timeout.saturating_sub(started.elapsed());
         let mut task = task;
-        let res = match tokio::time::timeout(remaining, &mut task).await {
+        let (res, guard) = match tokio::time::timeout(remaining, &mut task).await {
             Ok(joined) => joined.map_err(|e| FreezerError::Internal(e.to_string()))?,
             Err(_) => {
                 if handoff.abandon() {
@@ -252,12 +277,15 @@ impl Freezer {
         let mut reports = match res {
             Ok(r) => r,
             Err(e) => {
+                drop(guard);
                 self.run_thaw_hooks().await;
                 return Err(e.into());
             }
         };
         reports.extend(skipped);
-        Ok(self.arm(requested, reports))
+        let report = self.arm(requested, reports);
+        drop(guard);
+        Ok(report)
     }
 
     /// Records a completed freeze and starts its watchdog.
@@ -276,6 +304,7 @@ impl Freezer {
         };
         st.selection = selection;
         st.results = reports.clone();
+        st.in_progress = false;
         QuiesceReport {
             frozen_count,
             filesystems: reports,
@@ -284,7 +313,16 @@ impl Freezer {
     }
 
     /// Thaws everything the agent froze (and nothing else). Returns 0 when nothing is frozen.
+    /// Runs as its own task, like [`Freezer::quiesce`].
     pub async fn thaw(&self) -> Result<ThawReport, FreezerError> {
+        let this = self.clone();
+        let op = async move { this.thaw_inner().await };
+        tokio::spawn(op.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| FreezerError::Internal(e.to_string()))?
+    }
+
+    async fn thaw_inner(&self) -> Result<ThawReport, FreezerError> {
         let timeout = self.inner.cfg.operation_timeout;
         let guard = tokio::time::timeout(timeout, self.inner.op_lock.clone().lock_owned())
             .await
@@ -310,9 +348,18 @@ impl Freezer {
             let phase = telemetry::phase(Phase::Thaw);
             let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel);
             drop(phase);
-            telemetry::thawed(&reports, op == "watchdog thaw");
+            telemetry::thawed(&reports, op == WATCHDOG_OP);
             let mut st = this.inner.state.lock();
             st.in_progress = false;
+            if op == WATCHDOG_OP && !reports.iter().any(|r| r.outcome == Outcome::Failed) {
+                // Recorded with the thaw itself, so a status never shows the freeze gone
+                // without the watchdog thaw that ended it.
+                st.watchdog_thaws += 1;
+                st.last_watchdog = Some(WatchdogThaw {
+                    at: SystemTime::now(),
+                    mount_points: reports.iter().map(|r| r.fs.mount_point.clone()).collect(),
+                });
+            }
             if st.held.is_empty() {
                 st.clear_freeze();
             }

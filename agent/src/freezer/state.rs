@@ -42,6 +42,9 @@ pub struct State {
     pub held: Vec<Held>,
     /// Filesystems whose FIFREEZE is about to be issued or in flight.
     pub pending: Vec<FsIdentity>,
+    /// Filesystems taken out of `held` by a thaw whose FITHAW has not returned yet: still
+    /// frozen, and reported so.
+    pub thawing: Vec<FrozenInfo>,
     /// When the current freeze began.
     pub frozen_since: Option<SystemTime>,
     /// Watchdog deadline, wall clock and monotonic.

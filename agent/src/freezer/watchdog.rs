@@ -2,9 +2,8 @@
 //! Quiesce). Each freeze gets its own timer, tagged with the freeze's generation; a timer
 //! whose freeze already ended does nothing.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use super::report::WatchdogThaw;
 use super::Freezer;
 
 /// Pause before a failed watchdog thaw is tried again.
@@ -37,19 +36,11 @@ async fn fire(freezer: Freezer, generation: u64) {
         "no Thaw arrived before the watchdog deadline; thawing"
     );
     let timeout = freezer.inner.cfg.operation_timeout;
-    match freezer.thaw_locked(guard, timeout, "watchdog thaw").await {
-        Ok(report) => {
-            let mut st = freezer.inner.state.lock();
-            st.watchdog_thaws += 1;
-            st.last_watchdog = Some(WatchdogThaw {
-                at: SystemTime::now(),
-                mount_points: report
-                    .filesystems
-                    .iter()
-                    .map(|r| r.fs.mount_point.clone())
-                    .collect(),
-            });
-        }
+    match freezer
+        .thaw_locked(guard, timeout, super::WATCHDOG_OP)
+        .await
+    {
+        Ok(report) => tracing::warn!(count = report.thawed_count, "watchdog thaw done"),
         Err(e) => {
             tracing::error!(error = %e, "watchdog thaw failed; filesystems may still be frozen; retrying in 5 s");
             spawn(freezer, generation, Instant::now() + RETRY);

@@ -233,7 +233,12 @@ fn rollback(state: &SharedState, reports: &mut [FsReport]) -> usize {
 /// a level the last frozen first, or all at once with `parallel`). Filesystems whose FITHAW
 /// fails with anything but EINVAL stay held so a retry can try again.
 pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
-    let mut held = std::mem::take(&mut state.lock().held);
+    let mut held = {
+        let mut st = state.lock();
+        let held = std::mem::take(&mut st.held);
+        st.thawing = held.iter().map(Held::info).collect();
+        held
+    };
     held.reverse();
     // Stable: within a level the reverse freeze order is kept.
     held.sort_by_key(|h| std::cmp::Reverse(h.level));
@@ -273,6 +278,7 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
         }
     }
     let mut st = state.lock();
+    st.thawing.clear();
     if !keep.is_empty() {
         keep.reverse();
         st.held.extend(keep);
