@@ -165,7 +165,11 @@ impl Vm {
             },
             dir,
         };
-        vm.start()?;
+        if let Err(e) = vm.start() {
+            // Not a panic (yet): print what the guest said before the Vm is dropped.
+            vm.dump();
+            return Err(e);
+        }
         Ok(vm)
     }
 
