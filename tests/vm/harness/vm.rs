@@ -255,9 +255,20 @@ impl Vm {
                         after: timeout,
                     })
                 }
-                Err(_) => {
+                Err(e) => {
                     if let Some(q) = self.qemu.as_mut() {
                         q.ensure_running()?;
+                    }
+                    if let Some(line) = self
+                        .console
+                        .lines()
+                        .into_iter()
+                        .find(|l| l.starts_with("init: guest-agent exited"))
+                    {
+                        return Err(VmError::Exited {
+                            what: "guest-agent in the VM".into(),
+                            status: format!("{line} (last Ping error: {e})"),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }
