@@ -38,6 +38,7 @@ bench: setup
 	target/release/freeze-bench --write-markdown BENCHMARKS.md
 
 vm-test: setup
+	$(CARGO) build -p guestctl
 	$(CARGO) test -p system-tests --test vm_e2e -- --nocapture
 
 run: setup
