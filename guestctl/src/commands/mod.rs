@@ -106,8 +106,11 @@ fn tls_hint(uri: &guest_transport::ConnectUri, e: CtlError) -> CtlError {
         (guest_transport::ConnectUri::TlsTcp { .. }, CtlError::Rpc { op, status })
             if matches!(
                 status.code(),
-                tonic::Code::Unknown | tonic::Code::Unavailable
-            ) && status.message().contains("transport error") =>
+                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+            ) && (status.message().contains("transport error")
+                // hyper reports a connection the server closed before answering as a
+                // cancelled request, depending on when the TLS alert arrives.
+                || status.message().contains("operation was canceled")) =>
         {
             CtlError::TlsRefused {
                 op,
@@ -180,6 +183,8 @@ mod tests {
             status: s,
         };
         let e = tls_hint(&tls, rpc(Status::unknown("transport error")));
+        assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
+        let e = tls_hint(&tls, rpc(Status::cancelled("operation was canceled")));
         assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
         assert_eq!(e.exit_code(), std::process::ExitCode::from(3));
         assert!(e.to_string().contains("refused our client certificate"));
