@@ -31,8 +31,35 @@ impl From<ServiceError> for Status {
             ServiceError::FrozenMode { .. } => Code::FailedPrecondition,
             ServiceError::ShuttingDown => Code::Unavailable,
         };
-        Status::new(code, e.to_string())
+        Status::new(code, bounded(e.to_string()))
     }
+}
+
+/// Longest status message sent. The message travels in an HTTP/2 header: one that echoes a
+/// huge request back (a megabyte of bogus mountpoints) would be refused by the client's HTTP/2
+/// layer, and the caller would never learn what was wrong.
+pub const MAX_STATUS_MESSAGE: usize = 4096;
+
+fn bounded(msg: String) -> String {
+    if msg.len() <= MAX_STATUS_MESSAGE {
+        return msg;
+    }
+    // Keep the beginning and the end (where the reason usually is: "... is not a mount
+    // point"), elide the middle (the echoed value).
+    let mut head = MAX_STATUS_MESSAGE / 2;
+    while !msg.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = msg.len() - MAX_STATUS_MESSAGE / 4;
+    while !msg.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} ...({} bytes elided)... {}",
+        &msg[..head],
+        tail - head,
+        &msg[tail..]
+    )
 }
 
 fn freezer_code(e: &FreezerError) -> Code {
@@ -51,6 +78,19 @@ fn freezer_code(e: &FreezerError) -> Code {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn huge_messages_keep_head_and_reason_on_char_boundaries() {
+        let huge = format!("{} is not a mount point", "é".repeat(MAX_STATUS_MESSAGE));
+        let st = Status::from(ServiceError::from(FreezerError::InvalidRequest(huge)));
+        assert!(
+            st.message().len() <= MAX_STATUS_MESSAGE,
+            "{}",
+            st.message().len()
+        );
+        assert!(st.message().contains("bytes elided"));
+        assert!(st.message().ends_with("is not a mount point"));
+    }
 
     #[test]
     fn codes_are_the_documented_ones() {

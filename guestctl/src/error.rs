@@ -70,6 +70,17 @@ pub enum CtlError {
         /// The URI.
         uri: String,
     },
+    /// The connection broke before the agent answered: the peer is not a gRPC agent (e.g. a
+    /// VMM socket that forwarded us to something else) or it went away.
+    #[error("{op} failed: the connection to {uri} broke before any answer; is a guest agent serving there? ({detail})")]
+    ConnectionBroken {
+        /// The command.
+        op: &'static str,
+        /// The URI.
+        uri: String,
+        /// The transport's words.
+        detail: String,
+    },
     /// The TLS files are unusable.
     #[error("{0}")]
     Tls(#[from] guest_transport::TlsError),
@@ -94,7 +105,9 @@ impl CtlError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CtlError::Connect(_) | CtlError::TlsRefused { .. } => EXIT_CONNECT,
+            CtlError::Connect(_)
+            | CtlError::TlsRefused { .. }
+            | CtlError::ConnectionBroken { .. } => EXIT_CONNECT,
             CtlError::Timeout { .. } => EXIT_TIMEOUT,
             CtlError::Rpc { .. } | CtlError::InitRejected { .. } | CtlError::BadResponse { .. } => {
                 EXIT_AGENT_ERROR

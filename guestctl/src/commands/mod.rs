@@ -117,6 +117,19 @@ fn tls_hint(uri: &guest_transport::ConnectUri, e: CtlError) -> CtlError {
                 uri: uri.to_string(),
             }
         }
+        (_, CtlError::Rpc { op, status })
+            if matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+            ) && (status.message().contains("transport error")
+                || status.message().contains("operation was canceled")) =>
+        {
+            CtlError::ConnectionBroken {
+                op,
+                uri: uri.to_string(),
+                detail: format!("{:?}: {}", status.code(), status.message()),
+            }
+        }
         (_, e) => e,
     }
 }
@@ -184,12 +197,19 @@ mod tests {
         };
         let e = tls_hint(&tls, rpc(Status::unknown("transport error")));
         assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
-        let e = tls_hint(&tls, rpc(Status::cancelled("operation was canceled")));
-        assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
         assert_eq!(e.exit_code(), std::process::ExitCode::from(3));
         assert!(e.to_string().contains("refused our client certificate"));
-        let e = tls_hint(&plain, rpc(Status::unknown("transport error")));
-        assert!(matches!(e, CtlError::Rpc { .. }));
+        let e = tls_hint(&tls, rpc(Status::cancelled("operation was canceled")));
+        assert!(matches!(e, CtlError::TlsRefused { .. }), "{e}");
+        // Without TLS, a connection that breaks before any answer is a connection failure.
+        for status in [
+            Status::cancelled("operation was canceled"),
+            Status::unknown("transport error"),
+        ] {
+            let e = tls_hint(&plain, rpc(status));
+            assert!(matches!(e, CtlError::ConnectionBroken { .. }), "{e}");
+            assert_eq!(e.exit_code(), std::process::ExitCode::from(3));
+        }
         let e = tls_hint(&tls, rpc(Status::failed_precondition("already frozen")));
         assert!(matches!(e, CtlError::Rpc { .. }));
     }
