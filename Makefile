@@ -35,7 +35,7 @@ soak: setup
 # Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze; writes BENCHMARKS.md.
 bench: setup
 	$(CARGO) build --release -p guest-agent -p freeze-bench
-	target/release/freeze-bench --write-markdown BENCHMARKS.md
+	target/release/freeze-bench
 
 vm-test: setup
 	$(CARGO) build -p guestctl
