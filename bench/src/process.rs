@@ -96,6 +96,13 @@ impl ChildGuard {
         parse_memory(&status)
     }
 
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        cpu_ticks(&stat).map(|t| Duration::from_secs_f64(t as f64 / ticks as f64))
+    }
+
     /// SIGTERM by PID, wait up to [`TERM_GRACE`], then SIGKILL. Idempotent.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -141,6 +148,15 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     )
 }
 
+/// utime + stime (clock ticks) from the text of `/proc/PID/stat`; the command name may
+/// contain spaces and parentheses, so fields are counted from its last `)`.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// VmRSS and VmHWM from the text of `/proc/PID/status`.
 pub fn parse_memory(status: &str) -> Option<Memory> {
     let field = |name: &str| -> Option<u64> {
@@ -169,6 +185,14 @@ mod tests {
             })
         );
         assert_eq!(parse_memory("Name: x\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_odd_command_names() {
+        let stat =
+            "4242 (guest agent) (x)) S 1 4242 4242 0 -1 4194560 1043 0 0 0 37 12 0 0 20 0 4 0";
+        assert_eq!(cpu_ticks(stat), Some(49));
+        assert_eq!(cpu_ticks("1 (x) S 1"), None);
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
         out,
         "\n### Processes\n\nPing: one round trip every 4 ms during each hold; the idle baseline is the same \
          with nothing frozen and no writer running.\n\n\
-         | contender | Ping while frozen p50 / p99 (n) | Ping idle p50 / p99 | RSS / peak | start to ready p50 / max (n) | binary |\n|---|---|---|---|---|---|"
+         | contender | Ping while frozen p50 / p99 (n) | Ping idle p50 / p99 | its CPU per idle Ping | RSS / peak | start to ready p50 / max (n) | binary |\n|---|---|---|---|---|---|---|"
     );
     for (kind, f) in &results.facts {
         let pings: Vec<Duration> = results
@@ -172,6 +172,9 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
                 s.p99.as_secs_f64() * 1e3
             )
         });
+        let cpu = f
+            .cpu_per_ping
+            .map_or("–".into(), |d| format!("{:.0} µs", d.as_secs_f64() * 1e6));
         let mem = f.memory.map_or("–".into(), |m| {
             format!(
                 "{:.1} / {:.1} MiB",
@@ -187,7 +190,7 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {ping} | {idle} | {mem} | {ready} | {size} |",
+            "| {} | {ping} | {idle} | {cpu} | {mem} | {ready} | {size} |",
             kind.label()
         );
     }

@@ -102,6 +102,8 @@ pub struct ProcessFacts {
     pub ready: Vec<Duration>,
     /// Ping round trips while nothing is frozen and no writer runs (the baseline).
     pub ping_idle: Vec<Duration>,
+    /// The contender's own CPU time per idle Ping (user + system, from /proc).
+    pub cpu_per_ping: Option<Duration>,
     /// Size of the binary, bytes.
     pub binary_size: Option<u64>,
 }

@@ -25,7 +25,7 @@ const PING_INTERVAL: Duration = Duration::from_millis(4);
 /// No ping starts closer than this to the end of the hold, so the hold stays exact.
 const PING_GUARD: Duration = Duration::from_millis(2);
 /// Pings of the idle baseline per contender.
-const IDLE_PINGS: usize = 250;
+const IDLE_PINGS: usize = 500;
 /// Longest wait for the observer to report a cycle's thaws and resumed writers.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -122,8 +122,15 @@ pub fn run(
     let mut results = Results::default();
     for &kind in &plan.contenders {
         let (mut c, _) = contender::start(kind, &plan.bins, &rig.scratch, &all)?;
+        let cpu_before = c.cpu_time();
+        let pings = ping_idle(c.as_mut())?;
+        let cpu_per_ping = match (cpu_before, c.cpu_time()) {
+            (Some(a), Some(b)) if !pings.is_empty() => Some((b - a) / pings.len() as u32),
+            _ => None,
+        };
         let facts = ProcessFacts {
-            ping_idle: ping_idle(c.as_mut())?,
+            ping_idle: pings,
+            cpu_per_ping,
             ..ProcessFacts::default()
         };
         rig.contenders.push(c);

@@ -255,6 +255,10 @@ impl Contender for AgentContender {
     fn memory(&self) -> Option<Memory> {
         self.proc.memory()
     }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        self.proc.cpu_time()
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use super::{Contender, ContenderKind};
 use crate::error::BenchError;
@@ -70,6 +71,10 @@ impl Contender for FsfreezeLoop {
     }
 
     fn memory(&self) -> Option<Memory> {
+        None
+    }
+
+    fn cpu_time(&self) -> Option<Duration> {
         None
     }
 }

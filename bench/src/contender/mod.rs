@@ -66,6 +66,8 @@ pub trait Contender {
     fn ping(&mut self) -> Option<Result<(), BenchError>>;
     /// Resident memory of its process, if it has one.
     fn memory(&self) -> Option<Memory>;
+    /// CPU time its process has used so far, if it has one.
+    fn cpu_time(&self) -> Option<Duration>;
 }
 
 /// Where the contender binaries are and what they may touch.

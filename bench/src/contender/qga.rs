@@ -212,6 +212,10 @@ impl Contender for QgaContender {
     fn memory(&self) -> Option<Memory> {
         self.proc.memory()
     }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        self.proc.cpu_time()
+    }
 }
 
 #[cfg(test)]
