@@ -93,7 +93,7 @@ fn bench(args: &cli::Args) -> Result<(), BenchError> {
     }
     let mut machine = machine::Machine::probe();
     let (results, observer, mut notes) = run::run(&plan, &rt, &stop)?;
-    machine.load.1 = machine::load_now();
+    machine.finish();
     add_notes(&results, &mut notes);
     let info = RunInfo {
         machine,

@@ -29,6 +29,20 @@ pub struct RunInfo {
     pub notes: Vec<String>,
 }
 
+fn load_text(m: &Machine) -> String {
+    let others = m.others_cpu.map_or(String::new(), |s| {
+        format!(
+            ", other programs used {:.0} % of all CPU time during the run",
+            s * 100.0
+        )
+    });
+    format!(
+        "1-minute load {:.2} at the start (and {:.2} at the end, which includes this benchmark's \
+         own writers blocked in D state){others}",
+        m.load.0, m.load.1
+    )
+}
+
 fn cell_ms(s: Option<Summary>, f: impl Fn(&Summary) -> Duration) -> String {
     s.as_ref().map_or("–".into(), |s| ms(f(s)))
 }
@@ -53,16 +67,12 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
         m.revision,
         if m.busy() {
             format!(
-                " **The machine was busy** (1-minute load {:.2} at the start, {:.2} at the end; \
-                 other builds were running), so absolute figures are noisier than on an idle \
-                 machine; the ratios come from interleaved cycles of the same run.",
-                m.load.0, m.load.1
+                " **The machine was busy**: {}; absolute figures are noisier than on an idle \
+                 machine, the ratios come from interleaved cycles of the same run.",
+                load_text(m)
             )
         } else {
-            format!(
-                " Load {:.2} at the start, {:.2} at the end.",
-                m.load.0, m.load.1
-            )
+            format!(" The machine was quiet: {}.", load_text(m))
         }
     );
     let _ = writeln!(out, "\nCommand: `{}`\n", info.command);
