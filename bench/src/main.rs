@@ -185,6 +185,9 @@ fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
                 ms(s.p50),
                 single.unwrap_or(1)
             ));
+            if let Some(note) = stall_target_note(results, s.p50) {
+                notes.push(note);
+            }
         }
     }
     let others: usize = results.cells.values().map(|c| c.other_stalls).sum();
@@ -198,5 +201,71 @@ fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
             "{} observer events were lost (receiver lagged).",
             results.lagged_events
         ));
+    }
+}
+
+/// What the stall target means in milliseconds on this machine, next to the FIFREEZE floor.
+fn stall_target_note(results: &results::Results, floor: std::time::Duration) -> Option<String> {
+    use crate::stats::{ms, Summary};
+    let k = *results.ks(results::Phase::Dirty).iter().max()?;
+    let stall = |kind| {
+        Summary::of(
+            &results
+                .cell(results::Phase::Dirty, k, kind)?
+                .stall_beyond_hold,
+        )
+    };
+    let qemu = stall(ContenderKind::QemuGa)?;
+    let agent = stall(ContenderKind::Agent)?;
+    let allowed = qemu.p99.mul_f64(0.05);
+    Some(format!(
+        "At K = {k} the stall target allows the agent a p99 of {} ms beyond the hold (0.05 × \
+         qemu-ga's {} ms); {} that floor. The agent's stall beyond the hold is {} ms at p50 \
+         ({:.2}× the floor) and {} ms at p99.",
+        ms(allowed),
+        ms(qemu.p99),
+        if allowed < floor {
+            "that is below"
+        } else {
+            "that is above"
+        },
+        ms(agent.p50),
+        agent.p50.as_secs_f64() / floor.as_secs_f64().max(1e-9),
+        ms(agent.p99),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::observe::CycleObservation;
+    use crate::results::{CycleResult, Phase, Results};
+
+    fn cycle(stall_ms: u64) -> CycleResult {
+        CycleResult {
+            held: Duration::from_millis(100),
+            observed: CycleObservation {
+                writer_stalls: vec![Duration::from_millis(100 + stall_ms)],
+                ..CycleObservation::default()
+            },
+            complete: true,
+            ..CycleResult::default()
+        }
+    }
+
+    #[test]
+    fn the_stall_target_is_put_in_milliseconds_against_the_floor() {
+        let mut r = Results::default();
+        r.add(Phase::Dirty, 8, ContenderKind::QemuGa, cycle(400));
+        r.add(Phase::Dirty, 8, ContenderKind::Agent, cycle(40));
+        let note = stall_target_note(&r, Duration::from_millis(34)).unwrap();
+        assert!(note.contains("p99 of 20.0 ms"), "{note}");
+        assert!(note.contains("below that floor"), "{note}");
+        assert!(note.contains("1.18× the floor"), "{note}");
+        let above = stall_target_note(&r, Duration::from_millis(10)).unwrap();
+        assert!(above.contains("above that floor"), "{above}");
+        assert!(stall_target_note(&Results::default(), Duration::from_millis(34)).is_none());
     }
 }
