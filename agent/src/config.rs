@@ -83,6 +83,12 @@ pub struct Config {
     #[arg(long)]
     pub no_parallel_freeze: bool,
 
+    /// Leave /sys/kernel/rcu_expedited alone. By default the agent sets it while its FIFREEZE
+    /// calls run (each waits for RCU grace periods; expedited ones cut a clean freeze from
+    /// tens of milliseconds to a few) and puts the old value back right after.
+    #[arg(long)]
+    pub no_expedite_rcu: bool,
+
     /// Largest request accepted, in bytes; larger ones get ResourceExhausted.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,

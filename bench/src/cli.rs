@@ -59,12 +59,12 @@ pub struct Args {
     /// Skip the clean-filesystem phase.
     #[arg(long)]
     pub no_clean: bool,
-    /// Contenders (comma-separated): agent, agent-serial, qemu-ga, fsfreeze.
+    /// Contenders (comma-separated): agent, agent-serial, agent-normal-rcu, qemu-ga, fsfreeze.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "agent,agent-serial,qemu-ga,fsfreeze"
+        default_value = "agent,agent-serial,agent-normal-rcu,qemu-ga,fsfreeze"
     )]
     pub contenders: Vec<ContenderKind>,
     /// Starts per process for the start-to-ready time.
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(p.hold, Duration::from_millis(100));
         assert_eq!(p.writer.chunk, 64 << 10);
         assert_eq!(p.writer.rate, 8.0 * 1024.0 * 1024.0);
-        assert_eq!(p.contenders.len(), 4);
+        assert_eq!(p.contenders.len(), 5);
         assert!(p.bins.agent.ends_with("target/release/guest-agent"));
         assert!(p.output.unwrap().ends_with("BENCHMARKS.md"));
         let q = Args::try_parse_from(["freeze-bench", "--quick", "--no-write", "--no-clean"])

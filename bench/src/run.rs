@@ -342,9 +342,11 @@ fn measure_startup(
 ) -> Result<(), BenchError> {
     for (&kind, facts) in results.facts.iter_mut() {
         let bin = match kind {
-            ContenderKind::Agent | ContenderKind::AgentSerial => &plan.bins.agent,
             ContenderKind::QemuGa => &plan.bins.qemu_ga,
             ContenderKind::Fsfreeze => continue,
+            ContenderKind::Agent | ContenderKind::AgentSerial | ContenderKind::AgentNormalRcu => {
+                &plan.bins.agent
+            }
         };
         facts.binary_size = contender::file_size(bin);
         for _ in 0..plan.ready_runs {

@@ -11,7 +11,8 @@
 //!   the inner one (which must write its dirty data through the outer one) blocks until the
 //!   test thaws the outer one. Quiesce returns DEADLINE_EXCEEDED, Ping keeps answering, and
 //!   once the kernel returns the agent thaws what that late freeze froze. Killing the agent
-//!   during the hang leaves the journal's pending entry for the next agent.
+//!   during the hang leaves the journal's pending entry for the next agent, and the RCU
+//!   marker: the next agent puts `/sys/kernel/rcu_expedited` back.
 //!
 //! Every wait is bounded; a [`ThawGuard`] thaws outer then inner on every exit path.
 
@@ -342,6 +343,13 @@ async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<(
         journal.contains(&n.inner.mp()) && journal.contains("pending"),
         "{journal}"
     );
+    // RCU grace periods are expedited while FIFREEZE runs, and the state directory says so.
+    let marker = state.path().join("rcu-expedited");
+    assert!(
+        marker.exists(),
+        "no RCU marker in the state directory during a stuck FIFREEZE\n{}",
+        n.agent.logs()
+    );
 
     // SIGKILL cannot end a thread blocked in the kernel: the agent dies when FIFREEZE
     // returns, holding the freeze it just got.
@@ -361,6 +369,11 @@ async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<(
     let next = Agent::builder(&n.s).state_dir(state.path()).start().await?;
     let st = next.rpc().await?.status().await??;
     assert_eq!(st.recovered_thaws, 1, "{st:?}\n{}", next.logs());
+    assert!(
+        next.logs().contains("put the knob back to 0") && !marker.exists(),
+        "the next agent did not restore rcu_expedited left set by the killed one\n{}",
+        next.logs()
+    );
     assert!(!fsfreeze::is_frozen(n.inner.mountpoint())?);
     assert!(!fsfreeze::is_frozen(n.outer.mountpoint())?);
     let mut w = Writer::start(&n.s, &n.inner.join("after"), 1 << 20, Durability::Fsync)?;

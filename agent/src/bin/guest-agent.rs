@@ -69,6 +69,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             operation_timeout: cfg.operation_timeout,
             presync: (!cfg.no_presync).then(PresyncConfig::default),
             parallel: !cfg.no_parallel_freeze,
+            expedite_rcu: !cfg.no_expedite_rcu,
             hooks: cfg.hooks_dir.clone().map(|dir| HooksConfig {
                 dir,
                 timeout: cfg.hook_timeout,

@@ -182,6 +182,11 @@ impl Journal {
         })
     }
 
+    /// The state directory (checked non-freezable and locked), when the journal is enabled.
+    pub fn dir(&self) -> Option<&Path> {
+        self.path.as_deref().and_then(Path::parent)
+    }
+
     /// True when entries are persisted.
     pub fn enabled(&self) -> bool {
         self.path.is_some()

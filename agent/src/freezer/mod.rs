@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod ioctl;
 pub mod journal;
 pub mod presync;
+pub mod rcu;
 pub mod recovery;
 pub mod report;
 pub mod state;
@@ -47,6 +48,9 @@ pub struct FreezerConfig {
     pub presync: Option<presync::PresyncConfig>,
     /// Freeze (and thaw) the filesystems of one dependency level concurrently.
     pub parallel: bool,
+    /// Expedite RCU grace periods while FIFREEZE runs ([`rcu`]); the marker directory is
+    /// filled in from the journal.
+    pub expedite_rcu: bool,
     /// Freeze/thaw hooks, if configured.
     pub hooks: Option<hooks::HooksConfig>,
 }
@@ -162,11 +166,15 @@ impl Freezer {
         }
     }
 
-    /// Thaws what a previous agent left frozen (from the journal); call once at start.
+    /// Thaws what a previous agent left frozen (from the journal), and puts back an RCU knob it
+    /// left expedited; call once at start.
     pub async fn recover(&self) -> Vec<(journal::Entry, recovery::Recovered)> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || recovery::recover(&this.inner.state))
-            .await
+        tokio::task::spawn_blocking(move || {
+            rcu::RcuExpedite::new(this.inner.state.journal().dir()).recover();
+            recovery::recover(&this.inner.state)
+        })
+        .await
             .unwrap_or_default()
     }
 
@@ -238,12 +246,18 @@ impl Freezer {
                 tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
             }
             let phase = telemetry::phase(Phase::Freeze);
+            let expedited = this
+                .inner
+                .cfg
+                .expedite_rcu
+                .then(|| rcu::RcuExpedite::new(this.inner.state.journal().dir()).begin());
             let res = worker::freeze_all(
                 &steps,
                 this.inner.cfg.parallel,
                 &this.inner.state,
                 &worker_handoff,
             );
+            drop(expedited);
             drop(phase);
             if res.is_err() {
                 // On success `arm` clears it, after the watchdog is set: nobody sees a freeze

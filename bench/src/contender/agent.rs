@@ -38,13 +38,13 @@ pub struct AgentContender {
 }
 
 /// The agent's command line: unix sockets (service and metrics), `--freeze-only` the scratch
-/// mounts, no eBPF (the benchmark runs its own observer), state on tmpfs, `serial` turning
-/// off pre-sync and parallel freezing.
+/// mounts, no eBPF (the benchmark runs its own observer), state on tmpfs, then `flags` (the
+/// contender's configuration).
 pub fn agent_args(
     socket: &Path,
     freeze_only: &Path,
     state_dir: &Path,
-    serial: bool,
+    flags: &[&str],
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--listen".into(),
@@ -62,10 +62,7 @@ pub fn agent_args(
         "--freeze-timeout".into(),
         "30".into(),
     ];
-    if serial {
-        args.push("--no-presync".into());
-        args.push("--no-parallel-freeze".into());
-    }
+    args.extend(flags.iter().map(OsString::from));
     args
 }
 
@@ -92,7 +89,7 @@ impl AgentContender {
             &socket,
             &scratch.mount_root(),
             &state,
-            kind == ContenderKind::AgentSerial,
+            kind.agent_flags(),
         );
         let started = Instant::now();
         let mut proc = if wrapped {
@@ -271,7 +268,7 @@ mod tests {
             Path::new("/s/a.sock"),
             Path::new("/s/mnt"),
             Path::new("/dev/shm/x"),
-            true,
+            ContenderKind::AgentSerial.agent_flags(),
         );
         let text: Vec<String> = args
             .iter()
@@ -291,10 +288,21 @@ mod tests {
             Path::new("/s/a.sock"),
             Path::new("/s/mnt"),
             Path::new("/x"),
-            false,
+            ContenderKind::Agent.agent_flags(),
         );
         assert!(!defaults
             .iter()
             .any(|a| a.to_string_lossy().starts_with("--no-")));
+        let normal_rcu = agent_args(
+            Path::new("/s/a.sock"),
+            Path::new("/s/mnt"),
+            Path::new("/x"),
+            ContenderKind::AgentNormalRcu.agent_flags(),
+        );
+        assert_eq!(
+            normal_rcu.last().map(|a| a.to_string_lossy().into_owned()),
+            Some("--no-expedite-rcu".to_string())
+        );
+        assert!(!normal_rcu.iter().any(|a| a == "--no-presync"));
     }
 }

@@ -1,6 +1,6 @@
 //! The freezers being compared, behind one interface so each is driven and measured the
-//! same way: our agent (defaults, and with pre-sync and parallel freezing off), Debian's
-//! qemu-guest-agent, and a raw `fsfreeze -f`/`-u` loop.
+//! same way: our agent (defaults; with pre-sync and parallel freezing off; with normal RCU
+//! grace periods), Debian's qemu-guest-agent, and a raw `fsfreeze -f`/`-u` loop.
 
 pub mod agent;
 pub mod fsfreeze;
@@ -20,6 +20,8 @@ pub enum ContenderKind {
     Agent,
     /// guest-agent with `--no-presync --no-parallel-freeze`.
     AgentSerial,
+    /// guest-agent with `--no-expedite-rcu`.
+    AgentNormalRcu,
     /// qemu-guest-agent (`guest-fsfreeze-freeze-list` / `guest-fsfreeze-thaw`).
     QemuGa,
     /// `fsfreeze -f` then `fsfreeze -u` on each filesystem in turn.
@@ -32,6 +34,7 @@ impl ContenderKind {
         match self {
             Self::Agent => "agent",
             Self::AgentSerial => "agent --no-presync --no-parallel-freeze",
+            Self::AgentNormalRcu => "agent --no-expedite-rcu",
             Self::QemuGa => "qemu-ga",
             Self::Fsfreeze => "fsfreeze loop",
         }
@@ -42,14 +45,24 @@ impl ContenderKind {
         match self {
             Self::Agent => "agent",
             Self::AgentSerial => "agent-serial",
+            Self::AgentNormalRcu => "agent-normal-rcu",
             Self::QemuGa => "qemu-ga",
             Self::Fsfreeze => "fsfreeze",
         }
     }
 
-    /// True for our own agent in either configuration.
+    /// True for our own agent in any configuration.
     pub const fn is_agent(self) -> bool {
-        matches!(self, Self::Agent | Self::AgentSerial)
+        matches!(self, Self::Agent | Self::AgentSerial | Self::AgentNormalRcu)
+    }
+
+    /// The agent flags that make this configuration (empty for the defaults and non-agents).
+    pub const fn agent_flags(self) -> &'static [&'static str] {
+        match self {
+            Self::AgentSerial => &["--no-presync", "--no-parallel-freeze"],
+            Self::AgentNormalRcu => &["--no-expedite-rcu"],
+            Self::Agent | Self::QemuGa | Self::Fsfreeze => &[],
+        }
     }
 }
 
@@ -92,7 +105,7 @@ pub fn start(
         scratch.check_ours(m)?;
     }
     Ok(match kind {
-        ContenderKind::Agent | ContenderKind::AgentSerial => {
+        ContenderKind::Agent | ContenderKind::AgentSerial | ContenderKind::AgentNormalRcu => {
             let (c, ready) = agent::AgentContender::start(kind, &bins.agent, scratch, true)?;
             (Box::new(c), Some(ready))
         }
