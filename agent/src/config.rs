@@ -74,6 +74,14 @@ pub struct Config {
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub ebpf: freeze_observer::EbpfMode,
 
+    /// How the eBPF observer sees freezes: `auto` (fexit on freeze_super/thaw_super where the
+    /// kernel allows BPF trampolines, else the FIFREEZE/FITHAW syscall tracepoints), `fexit`,
+    /// `ioctl`, or `none` (writer stalls only). Any syscall tracepoint puts every syscall on
+    /// the machine on the kernel's traced slow path (see BENCHMARKS.md); `none` avoids that on
+    /// kernels without trampolines, and then sees a freeze only when a writer blocks on it.
+    #[arg(long, value_name = "HOOK", default_value = "auto")]
+    pub ebpf_freeze_hook: freeze_observer::FreezeHook,
+
     /// Do not sync filesystems in parallel before freezing (pre-sync shortens the frozen
     /// window; off only for comparison or caution).
     #[arg(long)]

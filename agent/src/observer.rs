@@ -2,7 +2,9 @@
 //! remembered together with why it is not running, and read (never waited on) by FreezeStatus
 //! and telemetry. The kernel side and the collector live in the `freeze-observer` crate.
 
-use freeze_observer::{EbpfMode, ObserverConfig, ObserverError, ObserverHandle};
+use freeze_observer::{
+    EbpfMode, FreezeHook, LoadOptions, ObserverConfig, ObserverError, ObserverHandle,
+};
 
 /// The observer, or the reason there is none.
 #[derive(Clone, Debug)]
@@ -12,9 +14,10 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the observer. `Auto` logs the failure once and runs without it; `Required`
-    /// returns the error (the agent refuses to start); `Off` never loads.
-    pub async fn start(mode: EbpfMode) -> Result<Self, ObserverError> {
+    /// Starts the observer with freezes seen through `hook`. `Auto` logs the failure once and
+    /// runs without it; `Required` returns the error (the agent refuses to start); `Off` never
+    /// loads.
+    pub async fn start(mode: EbpfMode, hook: FreezeHook) -> Result<Self, ObserverError> {
         if mode == EbpfMode::Off {
             tracing::info!("eBPF observer disabled (--ebpf off)");
             return Ok(Self::disabled("disabled (--ebpf off)"));
@@ -22,7 +25,10 @@ impl Observer {
         let config = ObserverConfig {
             mode: EbpfMode::Required,
             agent_pid: Some(std::process::id()),
-            ..ObserverConfig::default()
+            load: LoadOptions {
+                freeze_source: hook.forced(),
+                ..LoadOptions::default()
+            },
         };
         match freeze_observer::start(config).await {
             Ok(Some(handle)) => {

@@ -10,7 +10,9 @@
 //!   `contention_begin`/`contention_end` hits).
 //!
 //! Usage (root): `cargo run --release -p freeze-observer --example overhead -- [seconds] [dir]`
-//! `dir` defaults to a new directory under /var/tmp; nothing is frozen.
+//! `dir` defaults to a new directory under /var/tmp; nothing is frozen. `ROUNDS=n` sets the
+//! number of rounds (default 6), `FREEZE_HOOK=auto|fexit|ioctl|none` the freeze hook (default
+//! auto, as the agent's `--ebpf-freeze-hook`).
 
 use std::{
     os::unix::fs::FileExt as _,
@@ -22,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use freeze_observer::{EbpfMode, LoadOptions, ObserverConfig};
+use freeze_observer::{EbpfMode, FreezeHook, LoadOptions, ObserverConfig};
 
 const THREADS: usize = 4;
 
@@ -156,6 +158,9 @@ async fn main() {
     let rounds: u32 = std::env::var("ROUNDS")
         .ok()
         .map_or(6, |r| r.parse().expect("ROUNDS"));
+    let hook: FreezeHook = std::env::var("FREEZE_HOOK")
+        .ok()
+        .map_or(FreezeHook::Auto, |h| h.parse().expect("FREEZE_HOOK"));
     let mut off = vec![Vec::new(); 3];
     let mut on = vec![Vec::new(); 3];
     let mut load_ms = 0;
@@ -175,6 +180,7 @@ async fn main() {
             mode: EbpfMode::Required,
             load: LoadOptions {
                 probe_frozen: false,
+                freeze_source: hook.forced(),
                 ..LoadOptions::default()
             },
             agent_pid: None,

@@ -25,7 +25,7 @@ pub mod state;
 
 use std::sync::{Arc, Mutex};
 
-pub use loader::{ContentionHook, EbpfMode, FreezeSource, LoadError, LoadOptions};
+pub use loader::{ContentionHook, EbpfMode, FreezeHook, FreezeSource, LoadError, LoadOptions};
 pub use state::{
     BlockedWriter, CompletedFreeze, DevId, FilesystemState, FreezeInfo, ObserverEvent,
     ObserverHandle, ObserverSnapshot, Origin, Stall, TaskRef, WriteLevel,

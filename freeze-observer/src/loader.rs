@@ -3,7 +3,8 @@
 //! Offsets come from BTF ([`crate::btf`]) and go into the `OFFSETS` global. Freezes are seen by
 //! fexit on `freeze_super`/`thaw_super` where the kernel allows trampolines, otherwise by the
 //! `sys_enter_ioctl`/`sys_exit_ioctl` tracepoints (FIFREEZE/FITHAW only: freezes made by other
-//! paths such as LVM or suspend are then invisible). Stalled writers are seen by tp_btf
+//! paths such as LVM or suspend are then invisible), or by nothing when configured so (writer
+//! stalls only: no per-syscall cost on kernels without trampolines). Stalled writers are seen by tp_btf
 //! `contention_begin`/`contention_end`, or the raw tracepoints of the same name. Everything here
 //! blocks (bpf syscalls, BTF parsing): call it from `spawn_blocking`.
 
@@ -73,15 +74,74 @@ pub enum FreezeSource {
     Fexit,
     /// `syscalls:sys_enter_ioctl` / `sys_exit_ioctl` filtered to FIFREEZE / FITHAW.
     IoctlTracepoints,
+    /// No freeze hook: writer stalls only. A frozen filesystem shows up (origin unknown) when
+    /// a writer blocks on it, and counts as thawed when that writer resumes. Chosen only by
+    /// configuration, for kernels without trampolines where the syscall tracepoints' cost on
+    /// every syscall is not acceptable.
+    None,
 }
 
 impl FreezeSource {
-    /// Short label (`fexit`, `ioctl_tracepoints`), e.g. for a metric.
+    /// Short label (`fexit`, `ioctl_tracepoints`, `none`), e.g. for a metric.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Fexit => "fexit",
             Self::IoctlTracepoints => "ioctl_tracepoints",
+            Self::None => "none",
         }
+    }
+}
+
+/// `--ebpf-freeze-hook auto|fexit|ioctl|none`: which freeze source to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FreezeHook {
+    /// fexit where the kernel allows trampolines, else the ioctl tracepoints.
+    #[default]
+    Auto,
+    /// fexit only; loading fails where the kernel refuses it.
+    Fexit,
+    /// The FIFREEZE/FITHAW syscall tracepoints.
+    Ioctl,
+    /// No freeze hook (writer stalls only).
+    None,
+}
+
+impl FreezeHook {
+    /// The forced source, or `None` for auto.
+    pub const fn forced(self) -> Option<FreezeSource> {
+        match self {
+            Self::Auto => None,
+            Self::Fexit => Some(FreezeSource::Fexit),
+            Self::Ioctl => Some(FreezeSource::IoctlTracepoints),
+            Self::None => Some(FreezeSource::None),
+        }
+    }
+}
+
+impl FromStr for FreezeHook {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "fexit" => Ok(Self::Fexit),
+            "ioctl" => Ok(Self::Ioctl),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "invalid freeze hook `{other}` (expected auto, fexit, ioctl or none)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FreezeHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Fexit => "fexit",
+            Self::Ioctl => "ioctl",
+            Self::None => "none",
+        })
     }
 }
 
@@ -368,6 +428,12 @@ fn attach_freeze_source(
             attach_fexit(ebpf, btf, aya_btf)?;
             Ok((FreezeSource::Fexit, "forced by configuration".to_owned()))
         }
+        Some(FreezeSource::None) => Ok((
+            FreezeSource::None,
+            "no freeze hook by configuration: writer stalls only, a frozen filesystem is \
+             seen when a writer blocks on it"
+                .to_owned(),
+        )),
         None => match attach_fexit(ebpf, btf, aya_btf) {
             Ok(()) => Ok((
                 FreezeSource::Fexit,

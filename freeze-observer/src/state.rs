@@ -304,6 +304,9 @@ struct FsEntry {
     public: FilesystemState,
     blocked: BTreeMap<u32, BlockedWriter>,
     stalls: VecDeque<Stall>,
+    /// `public.frozen` is known only from a blocked writer (or a start-up probe without a
+    /// freeze hook): no thaw event will come, so a writer resuming ends it.
+    inferred: bool,
 }
 
 /// The observer's mutable state; events go in, snapshots and [`ObserverEvent`]s come out.
@@ -388,6 +391,7 @@ impl ObserverState {
             },
             blocked: BTreeMap::new(),
             stalls: VecDeque::new(),
+            inferred: false,
         });
         if fs.public.mountpoint.is_none() {
             fs.public.mountpoint = mountpoint;
@@ -423,11 +427,13 @@ impl ObserverState {
                         _ => self.freezes_by_others += 1,
                     }
                 }
+                let no_hook = self.freeze_source == FreezeSource::None;
                 let fs = self.entry(ev, mountpoint);
-                if fs.public.frozen.is_some() {
+                if fs.public.frozen.is_some() && !fs.inferred {
                     // A nested freeze by another holder: the first one still defines "since".
                     return None;
                 }
+                fs.inferred = found && no_hook;
                 let freeze = if found {
                     FreezeInfo {
                         since: None,
@@ -456,6 +462,7 @@ impl ObserverState {
                     return None;
                 }
                 let fs = self.entry(ev, mountpoint);
+                fs.inferred = false;
                 let freeze = fs.public.frozen.take();
                 let completed = CompletedFreeze {
                     by: freeze.as_ref().and_then(|f| f.by.clone()),
@@ -485,6 +492,17 @@ impl ObserverState {
                     since_monotonic_ns: ev.start_ns,
                 };
                 fs.blocked.insert(ev.tid, writer.clone());
+                if fs.public.frozen.is_none() {
+                    // Frozen by a path no hook sees (or no freeze hook at all): the kernel
+                    // checked the frozen level before reporting this writer.
+                    fs.public.frozen = Some(FreezeInfo {
+                        since: None,
+                        since_monotonic_ns: None,
+                        by: None,
+                        origin: Origin::Unknown,
+                    });
+                    fs.inferred = true;
+                }
                 Some(ObserverEvent::WriterBlocked {
                     dev: fs.public.dev,
                     mountpoint: fs.public.mountpoint.clone(),
@@ -495,6 +513,11 @@ impl ObserverState {
                 let level = WriteLevel::from_level(ev.level)?;
                 let fs = self.entry(ev, mountpoint);
                 fs.blocked.remove(&ev.tid);
+                if fs.inferred {
+                    // The writer got its level back: the filesystem was thawed.
+                    fs.public.frozen = None;
+                    fs.inferred = false;
+                }
                 let stall = Stall {
                     task: task_of(ev),
                     level,
@@ -759,5 +782,56 @@ mod tests {
         assert!(st.apply(&e, None).is_none());
         e.kind = 77;
         assert!(st.apply(&e, None).is_none());
+    }
+
+    fn stall(kind: EventKind, ts_ms: u64) -> Event {
+        let mut e = ev(kind, 7, ts_ms);
+        e.level = 1;
+        e.tid = 8;
+        e.start_ns = 10_000_000;
+        e
+    }
+
+    #[test]
+    fn without_a_freeze_hook_a_blocked_writer_shows_the_freeze_until_it_resumes() {
+        let mut st =
+            ObserverState::new(AGENT, FreezeSource::None, "t".into(), ContentionHook::TpBtf);
+        st.apply(&stall(EventKind::StallBegin, 10), Some("/mnt/a".into()));
+        let fs = &st.snapshot().filesystems[0];
+        let frozen = fs
+            .frozen
+            .as_ref()
+            .expect("a blocked writer proves a freeze");
+        assert_eq!((frozen.origin, frozen.since), (Origin::Unknown, None));
+        st.apply(&stall(EventKind::StallEnd, 500), None);
+        let fs = &st.snapshot().filesystems[0];
+        assert!(fs.frozen.is_none(), "the writer resumed, so it was thawed");
+        assert_eq!(fs.stalls_total, 1);
+    }
+
+    #[test]
+    fn a_freeze_event_after_the_first_stall_replaces_the_inferred_freeze() {
+        // With the ioctl hook the writer blocks inside FIFREEZE, before its exit event.
+        let mut st = state();
+        st.apply(&stall(EventKind::StallBegin, 10), None);
+        let mut f = ev(EventKind::Freeze, 42, 20);
+        f.level = 4;
+        let out = st.apply(&f, None);
+        assert!(
+            matches!(out, Some(ObserverEvent::Frozen { ref freeze, .. }) if freeze.origin == Origin::Other)
+        );
+        st.apply(&stall(EventKind::StallEnd, 30), None);
+        let fs = &st.snapshot().filesystems[0];
+        assert_eq!(
+            fs.frozen.as_ref().map(|f| f.origin),
+            Some(Origin::Other),
+            "a seen freeze ends with its thaw event, not with a writer"
+        );
+        let t = ev(EventKind::Thaw, 43, 40);
+        assert!(matches!(
+            st.apply(&t, None),
+            Some(ObserverEvent::Thawed { .. })
+        ));
+        assert!(st.snapshot().filesystems[0].frozen.is_none());
     }
 }

@@ -13,8 +13,8 @@ use std::{
 
 use common::{close_to, is_root, wait_for, LoopFs, Writer, WriterKind, SERIAL};
 use freeze_observer::{
-    start, ContentionHook, EbpfMode, LoadOptions, ObserverConfig, ObserverHandle, Origin,
-    WriteLevel,
+    start, ContentionHook, EbpfMode, FreezeSource, LoadOptions, ObserverConfig, ObserverHandle,
+    Origin, WriteLevel,
 };
 
 const TOLERANCE: Duration = Duration::from_millis(20);
@@ -275,6 +275,74 @@ async fn frozen_before_load_still_attributes_writers() {
         close_to(stall.duration, took, TOLERANCE),
         "{:?} vs {took:?}",
         stall.duration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_freeze_hook_a_stalled_writer_still_shows_the_freeze() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let a = LoopFs::new("nohook");
+    let obs = observer_with(LoadOptions {
+        probe_frozen: false,
+        freeze_source: Some(FreezeSource::None),
+        ..LoadOptions::default()
+    })
+    .await;
+    assert_eq!(obs.freeze_source(), FreezeSource::None);
+    let mut writer = Writer::spawn(WriterKind::Write, &a.mountpoint);
+    let freeze = a.freeze();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        obs.snapshot()
+            .filesystem(&a.mountpoint)
+            .is_none_or(|f| f.frozen.is_none()),
+        "no freeze hook, no writer yet: nothing can know about the freeze: {:#?}",
+        obs.snapshot()
+    );
+    writer.go();
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            obs.snapshot().filesystem(&a.mountpoint).is_some_and(|f| {
+                f.blocked_writers.iter().any(|w| w.task.pid == writer.pid)
+                    && f.frozen
+                        .as_ref()
+                        .is_some_and(|z| z.origin == Origin::Unknown)
+            })
+        })
+        .await,
+        "blocked writer (and the freeze it proves) not seen: {:#?}",
+        obs.snapshot()
+    );
+    freeze.thaw();
+    let took = writer.finish();
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            obs.snapshot()
+                .filesystem(&a.mountpoint)
+                .is_some_and(|f| f.stalls.len() == 1 && f.frozen.is_none())
+        })
+        .await,
+        "stall not completed or freeze not ended: {:#?}",
+        obs.snapshot()
+    );
+    let snap = obs.snapshot();
+    let stall = snap.filesystem(&a.mountpoint).unwrap().stalls[0].clone();
+    assert_eq!(
+        (stall.task.pid, stall.level),
+        (writer.pid, WriteLevel::Write)
+    );
+    assert!(
+        close_to(stall.duration, took, TOLERANCE),
+        "{:?} vs {took:?}",
+        stall.duration
+    );
+    assert_eq!(
+        (snap.freezes_by_others, snap.freezes_by_agent),
+        (0, 0),
+        "no freeze hook is attached, yet freeze events arrived"
     );
 }
 

@@ -82,7 +82,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     }
     telemetry::metrics().observe_freezer(freezer.clone());
     let shutdown = Shutdown::new();
-    let observer = Observer::start(cfg.ebpf)
+    let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
         .await
         .map_err(|e| format!("{e} (--ebpf required)"))?;
     if let Some(handle) = observer.handle() {

@@ -175,7 +175,7 @@ impl Freezer {
             recovery::recover(&this.inner.state)
         })
         .await
-            .unwrap_or_default()
+        .unwrap_or_default()
     }
 
     /// Freezes the requested mountpoints (empty: every eligible filesystem), all or nothing.
