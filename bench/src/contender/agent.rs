@@ -85,12 +85,7 @@ impl AgentContender {
             .state
             .join(socket.file_stem().unwrap_or(kind.name().as_ref()));
         std::fs::create_dir_all(&state).map_err(BenchError::io("creating the agent state dir"))?;
-        let args = agent_args(
-            &socket,
-            &scratch.mount_root(),
-            &state,
-            kind.agent_flags(),
-        );
+        let args = agent_args(&socket, &scratch.mount_root(), &state, kind.agent_flags());
         let started = Instant::now();
         let mut proc = if wrapped {
             let mut argv = vec![bin.as_os_str().to_owned()];
