@@ -177,13 +177,19 @@ fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
         single.and_then(|k| results.cell(results::Phase::Clean, k, ContenderKind::Fsfreeze))
     {
         if let Some(s) = stats::Summary::of(&cell.quiesce) {
+            let agent_clean = results
+                .cell(results::Phase::Clean, single.unwrap_or(1), ContenderKind::Agent)
+                .and_then(|c| stats::Summary::of(&c.quiesce));
             notes.push(format!(
                 "Floor: one `fsfreeze -f` of a clean, idle filesystem takes {} ms (p50, K = {}) \
-                 here, and writers wait through all of it (FIFREEZE blocks them before it syncs \
-                 and writes the journal and superblock), so no freezer's stall beyond the hold \
-                 can be much lower on this storage.",
+                 here, and writers wait through most of it (FIFREEZE blocks them once it holds \
+                 the first of its three percpu rw-semaphores, then syncs, takes the other two \
+                 and writes the journal and superblock). Each semaphore waits for an RCU grace \
+                 period; the agent expedites them while it freezes (`--no-expedite-rcu` turns \
+                 that off), which is why its clean Quiesce takes {} ms.",
                 ms(s.p50),
-                single.unwrap_or(1)
+                single.unwrap_or(1),
+                agent_clean.map_or_else(|| "–".to_string(), |a| ms(a.p50)),
             ));
             if let Some(note) = stall_target_note(results, s.p50) {
                 notes.push(note);
@@ -220,8 +226,8 @@ fn stall_target_note(results: &results::Results, floor: std::time::Duration) -> 
     let allowed = qemu.p99.mul_f64(0.05);
     Some(format!(
         "At K = {k} the stall target allows the agent a p99 of {} ms beyond the hold (0.05 × \
-         qemu-ga's {} ms); {} that floor. The agent's stall beyond the hold is {} ms at p50 \
-         ({:.2}× the floor) and {} ms at p99.",
+         qemu-ga's {} ms); {} the fsfreeze floor. The agent's stall beyond the hold is {} ms \
+         at p50 ({:.2}× that floor) and {} ms at p99.",
         ms(allowed),
         ms(qemu.p99),
         if allowed < floor {
@@ -262,10 +268,10 @@ mod tests {
         r.add(Phase::Dirty, 8, ContenderKind::Agent, cycle(40));
         let note = stall_target_note(&r, Duration::from_millis(34)).unwrap();
         assert!(note.contains("p99 of 20.0 ms"), "{note}");
-        assert!(note.contains("below that floor"), "{note}");
-        assert!(note.contains("1.18× the floor"), "{note}");
+        assert!(note.contains("below the fsfreeze floor"), "{note}");
+        assert!(note.contains("1.18× that floor"), "{note}");
         let above = stall_target_note(&r, Duration::from_millis(10)).unwrap();
-        assert!(above.contains("above that floor"), "{above}");
+        assert!(above.contains("above the fsfreeze floor"), "{above}");
         assert!(stall_target_note(&Results::default(), Duration::from_millis(34)).is_none());
     }
 }

@@ -450,7 +450,9 @@ fn attach_freeze_source(
                     FreezeSource::IoctlTracepoints,
                     format!(
                         "fexit refused ({e}); using FIFREEZE/FITHAW syscall tracepoints, \
-                         freezes by other kernel paths (LVM, suspend) are not seen"
+                         freezes by other kernel paths (LVM, suspend) are not seen, and every \
+                         syscall on the machine now takes the kernel's traced path \
+                         (--ebpf-freeze-hook none avoids that cost)"
                     ),
                 ))
             }
