@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
 #   make run    build and start guest-agent with development defaults
 #   make test   set up, lint, build, and run every test (CI runs exactly this via .ci/run)
-# More: make demo | soak | bench | fuzz | vm-test
+# More: make demo | soak | bench | bench-ebpf | bench-ebpf-vm | fuzz | vm-test
 SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build lint test fuzz soak bench vm-test run demo clean-scratch
+.PHONY: setup build lint test fuzz soak bench bench-ebpf bench-ebpf-vm vm-test run demo clean-scratch
 
 setup:
 	@scripts/setup.sh
@@ -36,6 +36,16 @@ soak: setup
 bench: setup
 	$(CARGO) build --release -p guest-agent -p freeze-bench
 	target/release/freeze-bench
+
+# eBPF observer overhead on this kernel, with the default freeze hook and with none.
+bench-ebpf: setup
+	$(CARGO) build --release -p freeze-observer --example overhead
+	ROUNDS=10 target/release/examples/overhead 1
+	FREEZE_HOOK=none ROUNDS=10 target/release/examples/overhead 1
+
+# The same inside a nested Debian 6.12 guest, whose kernel allows fexit.
+bench-ebpf-vm: setup
+	scripts/vm-overhead.sh
 
 vm-test: setup
 	$(CARGO) build -p guestctl

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{close_to, is_root, wait_for, LoopFs, Writer, WriterKind, SERIAL};
+use common::{close_to, is_root, wait_for, FreezeGuard, LoopFs, Writer, WriterKind, SERIAL};
 use freeze_observer::{
     start, ContentionHook, EbpfMode, FreezeSource, LoadOptions, ObserverConfig, ObserverHandle,
     Origin, WriteLevel,
@@ -258,19 +258,35 @@ async fn frozen_before_load_still_attributes_writers() {
         probing.snapshot()
     );
 
+    thaw_and_check_the_stall(&obs, &a, freeze, &mut writer).await;
+}
+
+/// Thaws, lets `writer` finish and checks the observer's one completed stall on `fs` against
+/// the writer's own clock (pid, WRITE level, duration within [`TOLERANCE`]); also waits until
+/// the observer no longer reports the filesystem frozen.
+async fn thaw_and_check_the_stall(
+    obs: &ObserverHandle,
+    fs: &LoopFs,
+    freeze: FreezeGuard<'_>,
+    writer: &mut Writer,
+) {
     freeze.thaw();
     let took = writer.finish();
     assert!(
         wait_for(Duration::from_secs(2), || {
             obs.snapshot()
-                .filesystem(&a.mountpoint)
-                .is_some_and(|f| f.stalls.len() == 1)
+                .filesystem(&fs.mountpoint)
+                .is_some_and(|f| f.stalls.len() == 1 && f.frozen.is_none())
         })
-        .await
+        .await,
+        "stall not completed or freeze not ended: {:#?}",
+        obs.snapshot()
     );
-    let stall = obs.snapshot().filesystem(&a.mountpoint).unwrap().stalls[0].clone();
-    assert_eq!(stall.task.pid, writer.pid);
-    assert_eq!(stall.level, WriteLevel::Write);
+    let stall = obs.snapshot().filesystem(&fs.mountpoint).unwrap().stalls[0].clone();
+    assert_eq!(
+        (stall.task.pid, stall.level),
+        (writer.pid, WriteLevel::Write)
+    );
     assert!(
         close_to(stall.duration, took, TOLERANCE),
         "{:?} vs {took:?}",
@@ -316,29 +332,8 @@ async fn without_a_freeze_hook_a_stalled_writer_still_shows_the_freeze() {
         "blocked writer (and the freeze it proves) not seen: {:#?}",
         obs.snapshot()
     );
-    freeze.thaw();
-    let took = writer.finish();
-    assert!(
-        wait_for(Duration::from_secs(2), || {
-            obs.snapshot()
-                .filesystem(&a.mountpoint)
-                .is_some_and(|f| f.stalls.len() == 1 && f.frozen.is_none())
-        })
-        .await,
-        "stall not completed or freeze not ended: {:#?}",
-        obs.snapshot()
-    );
+    thaw_and_check_the_stall(&obs, &a, freeze, &mut writer).await;
     let snap = obs.snapshot();
-    let stall = snap.filesystem(&a.mountpoint).unwrap().stalls[0].clone();
-    assert_eq!(
-        (stall.task.pid, stall.level),
-        (writer.pid, WriteLevel::Write)
-    );
-    assert!(
-        close_to(stall.duration, took, TOLERANCE),
-        "{:?} vs {took:?}",
-        stall.duration
-    );
     assert_eq!(
         (snap.freezes_by_others, snap.freezes_by_agent),
         (0, 0),

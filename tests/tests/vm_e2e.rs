@@ -526,3 +526,35 @@ fn vm_debian_6_1() {
 fn vm_debian_6_12() {
     end_to_end("6.12");
 }
+
+/// eBPF overhead inside a guest whose kernel allows fexit (the figures BENCHMARKS.md reports
+/// for trampoline kernels): the observer benchmark from `freeze-observer/examples/overhead.rs`,
+/// with the guest's own agent started with `--ebpf off` so that "detached" really is detached.
+/// Prints figures, asserts only that they were produced with the fexit hook. Run by
+/// `scripts/vm-overhead.sh`, which builds the static benchmark and names it in
+/// `GUEST_AGENT_VM_EXTRA_BINS`.
+#[test]
+#[ignore = "benchmark: run by scripts/vm-overhead.sh"]
+fn ebpf_overhead_in_a_fexit_guest() {
+    let series = std::env::var("GUEST_AGENT_VM_SERIES").unwrap_or_else(|_| "6.12".into());
+    let rounds = std::env::var("ROUNDS").unwrap_or_else(|_| "6".into());
+    assert!(
+        std::env::var("GUEST_AGENT_VM_EXTRA_BINS").is_ok_and(|b| b.contains("overhead")),
+        "GUEST_AGENT_VM_EXTRA_BINS must name the static overhead benchmark (scripts/vm-overhead.sh)"
+    );
+    let mut cfg = VmConfig::new(&series);
+    cfg.agent_args = vec!["--ebpf".into(), "off".into()];
+    let mut vm = Vm::boot(cfg).unwrap_or_else(|e| panic!("boot {series}: {e}"));
+    let out = vm
+        .shell()
+        .run_ok(
+            &format!("ROUNDS={rounds} FREEZE_HOOK=fexit /bin/overhead 1 /tmp 2>&1"),
+            Duration::from_secs(1800),
+        )
+        .unwrap_or_else(|e| panic!("overhead benchmark in the {series} guest: {e}"));
+    println!(
+        "--- eBPF overhead in the {series} guest ({:?}, qemu TCG) ---\n{out}",
+        vm.kernel().release
+    );
+    assert!(out.contains("hooks: fexit"), "{out}");
+}

@@ -8,7 +8,8 @@
 #   GUESTCTL    a static guestctl binary (stripped here), used inside the guest to connect
 #               from a CID that is not the host's
 # plus busybox-static, e2fsprogs' mke2fs with its shared libraries (the agent formats volumes
-# with mkfs.ext4), and tests/vm/init.sh and tests/vm/writer.sh from beside this script.
+# with mkfs.ext4), tests/vm/init.sh and tests/vm/writer.sh from beside this script, and the
+# binaries named in GUEST_AGENT_VM_EXTRA_BINS, if any.
 set -euo pipefail
 
 [[ $# -eq 4 ]] || { echo "usage: $0 KERNEL_DIR AGENT GUESTCTL OUT" >&2; exit 2; }
@@ -30,6 +31,12 @@ install -m 0755 "$here/init.sh" "$root/init"
 install -m 0755 "$here/writer.sh" "$root/bin/writer"
 strip -o "$root/bin/guest-agent" "$agent"
 strip -o "$root/bin/guestctl" "$ctl"
+# Optional extra static binaries for /bin (GUEST_AGENT_VM_EXTRA_BINS, space-separated paths),
+# e.g. the eBPF overhead benchmark (scripts/vm-overhead.sh).
+for extra in ${GUEST_AGENT_VM_EXTRA_BINS:-}; do
+    [[ -f $extra ]] || { echo "mkinitramfs: extra binary $extra is missing" >&2; exit 1; }
+    strip -o "$root/bin/$(basename "$extra")" "$extra"
+done
 
 cp "$kdir"/modules/*.ko "$root/lib/modules/"
 cp "$kdir/modules.load" "$root/lib/modules/modules.load"
