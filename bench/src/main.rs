@@ -178,7 +178,11 @@ fn add_notes(results: &results::Results, notes: &mut Vec<String>) {
     {
         if let Some(s) = stats::Summary::of(&cell.quiesce) {
             let agent_clean = results
-                .cell(results::Phase::Clean, single.unwrap_or(1), ContenderKind::Agent)
+                .cell(
+                    results::Phase::Clean,
+                    single.unwrap_or(1),
+                    ContenderKind::Agent,
+                )
                 .and_then(|c| stats::Summary::of(&c.quiesce));
             notes.push(format!(
                 "Floor: one `fsfreeze -f` of a clean, idle filesystem takes {} ms (p50, K = {}) \
