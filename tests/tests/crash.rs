@@ -34,6 +34,11 @@ const OP_TIMEOUT_SECS: u64 = 2;
 /// How long the test keeps the outer filesystem frozen (the kernel hang), at least.
 const HANG: Duration = Duration::from_secs(4);
 
+/// These tests run one at a time: their agents set the machine-wide `rcu_expedited` knob while
+/// they freeze (for seconds when FIFREEZE is stuck), and an agent that finds it set by another
+/// leaves it alone and writes no marker, which the SIGKILL test checks for.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn wait_settled(rpc: &mut Rpc, bound: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
@@ -51,6 +56,7 @@ async fn wait_settled(rpc: &mut Rpc, bound: Duration) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let s = Scratch::new()?;
     let state = StateDir::tmpfs(&s, "state")?;
     let ours = LoopFs::new(&s, "ours", FsType::Ext4, 32)?;
@@ -128,6 +134,7 @@ async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_dir_on_a_freezable_fs_is_refused_and_the_agent_keeps_working() -> anyhow::Result<()>
 {
+    let _serial = SERIAL.lock().await;
     let s = Scratch::new()?;
     let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
     let _guard = ThawGuard::new(&[fs.mountpoint()]);
@@ -322,16 +329,19 @@ async fn stuck_freeze_is_undone(presync: bool) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_stuck_in_fifreeze_times_out_and_is_undone() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     stuck_freeze_is_undone(false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_stuck_in_presync_times_out_and_is_undone() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     stuck_freeze_is_undone(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let s0 = Scratch::new()?;
     let state = StateDir::tmpfs(&s0, "state")?;
     let mut n = nested(&["--no-presync"], Some(&state)).await?;
