@@ -2,6 +2,8 @@
 //! `boxlite.v1.Guest`, served through guest-transport's unix listener (and, for hvsock,
 //! behind a fake Firecracker-style VMM socket).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -162,13 +164,7 @@ async fn start(fake: FakeAgent) -> Agent {
 }
 
 async fn guestctl(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_guestctl"))
-        .args(args)
-        .env_remove("GUESTCTL_CONNECT")
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap()
+    support::guestctl(args, Duration::from_secs(60)).await
 }
 
 fn stdout(o: &Output) -> String {

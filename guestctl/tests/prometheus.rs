@@ -11,11 +11,13 @@
 //! (scripts/setup.sh).
 
 mod common;
+mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{free_port, guestctl_bin, proxy_port};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -53,14 +55,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn percent_encode(s: &str) -> String {
@@ -126,10 +120,6 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
     }
 }
 
-fn guestctl_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_guestctl")
-}
-
 /// One snapshot of `fs` through `agent` with a writer started inside the frozen window, so it
 /// blocks until the thaw.
 async fn freeze_cycle(agent: &Agent, fs: &LoopFs, i: usize) {
@@ -173,16 +163,7 @@ fn start_proxy(targets: &[String]) -> (Proc, u16) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("proxy did not print its URL: {line:?}"));
+    let port = proxy_port(&mut child);
     (Proc(child, "guestctl proxy"), port)
 }
 

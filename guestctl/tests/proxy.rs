@@ -2,7 +2,8 @@
 //! on SIGHUP (a broken file keeps the old targets), answers 404 elsewhere, and stops on
 //! SIGTERM. No root needed.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,16 +92,7 @@ async fn serves_reloads_on_sighup_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{line:?}"));
+    let port = support::proxy_port(&mut child);
     let proxy = Proxy(child);
 
     let (head, body) = get(port, "/metrics").await;

@@ -5,12 +5,15 @@
 //! test panics (plus the fixtures' own clean-up). The agent binary is
 //! `<workspace>/target/debug/guest-agent`: build it first with `cargo build -p guest-agent`.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::guestctl;
 use system_tests::fsfreeze::is_frozen;
 use system_tests::{bins, Agent, FsType, LoopFs, Scratch};
 use tokio::process::Command;
@@ -44,22 +47,6 @@ async fn setup(extra_agent_args: &[&str]) -> (Scratch, LoopFs, ThawGuard, Agent)
         .await
         .expect("agent starts");
     (scratch, fs, guard, agent)
-}
-
-/// Runs guestctl with `args`, killing it if it takes longer than `limit`.
-async fn guestctl(args: &[String], limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_guestctl"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn guestctl");
-    tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("guestctl {args:?} did not finish within {limit:?}"))
-        .expect("guestctl output")
 }
 
 fn snapshot_args(agent: &Agent, mp: &Path, flags: &[&str], command: &[&str]) -> Vec<String> {

@@ -4,11 +4,14 @@
 //! plain tcp:// the connection is refused with a clear error (exit 3). Root (the snapshot
 //! freezes the test's own loop filesystem).
 
+mod support;
+
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use support::free_port;
 use system_tests::{bins, Agent, FsType, LoopFs, Scratch};
 
 struct Ca {
@@ -45,27 +48,8 @@ impl Ca {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn guestctl(args: &[String]) -> Output {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_guestctl"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("guestctl finishes")
-        .unwrap()
+    support::guestctl(args, Duration::from_secs(60)).await
 }
 
 fn s(v: &[&str]) -> Vec<String> {

@@ -50,6 +50,8 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config) -> Result<(), String> {
     let listen = cfg.listeners()?;
+    // Bad TLS files fail start-up before recovery, the eBPF load and the listeners.
+    let tls = cfg.server_tls()?;
     if cfg.freeze_only.is_empty() {
         tracing::warn!(
             "no --freeze-only given: every eligible filesystem will be frozen by Quiesce"
@@ -117,7 +119,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         listen_options: ListenOptions {
             allowed_cids: cfg.allowed_cids(),
             allow_remote: cfg.allow_remote,
-            tls: cfg.server_tls()?,
+            tls,
         },
         max_message_bytes: cfg.max_message_bytes,
     };

@@ -116,6 +116,8 @@ struct Inner {
     cfg: FreezerConfig,
     state: SharedState,
     op_lock: Arc<AsyncMutex<()>>,
+    /// The RCU knob and its marker in the state directory.
+    rcu: rcu::RcuExpedite,
 }
 
 /// Handle to the freezer; cheap to clone, shared by the service, the watchdog and shutdown.
@@ -127,11 +129,13 @@ pub struct Freezer {
 impl Freezer {
     /// Creates a freezer that holds nothing frozen, journalling to `journal`.
     pub fn new(cfg: FreezerConfig, journal: journal::Journal) -> Self {
+        let rcu = rcu::RcuExpedite::new(journal.dir());
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 state: SharedState::new(journal),
                 op_lock: Arc::new(AsyncMutex::new(())),
+                rcu,
             }),
         }
     }
@@ -171,7 +175,7 @@ impl Freezer {
     pub async fn recover(&self) -> Vec<(journal::Entry, recovery::Recovered)> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            rcu::RcuExpedite::new(this.inner.state.journal().dir()).recover();
+            this.inner.rcu.recover();
             recovery::recover(&this.inner.state)
         })
         .await
@@ -245,20 +249,18 @@ impl Freezer {
                 let r = presync::presync(&paths, &cfg);
                 tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
             }
+            // Set before the phase timer starts and put back after it stops: the sysfs writes
+            // are not freeze time.
+            let expedited = this.inner.cfg.expedite_rcu.then(|| this.inner.rcu.begin());
             let phase = telemetry::phase(Phase::Freeze);
-            let expedited = this
-                .inner
-                .cfg
-                .expedite_rcu
-                .then(|| rcu::RcuExpedite::new(this.inner.state.journal().dir()).begin());
             let res = worker::freeze_all(
                 &steps,
                 this.inner.cfg.parallel,
                 &this.inner.state,
                 &worker_handoff,
             );
-            drop(expedited);
             drop(phase);
+            drop(expedited);
             if res.is_err() {
                 // On success `arm` clears it, after the watchdog is set: nobody sees a freeze
                 // that is complete but not yet armed as finished.

@@ -62,7 +62,7 @@ impl RcuExpedite {
             }
         }
         if let Some(m) = &self.marker {
-            if let Err(e) = fs::write(m, b"0\n") {
+            if let Err(e) = fs::write(m, b"") {
                 tracing::debug!(marker = %m.display(), error = %e, "cannot write rcu marker");
             }
         }
@@ -195,7 +195,7 @@ mod tests {
         let (_d, r) = scratch("1");
         assert!(!r.recover(), "no marker: the knob is not ours");
         assert_eq!(read(&r.knob), "1");
-        fs::write(r.marker.as_ref().unwrap(), "0\n").unwrap();
+        fs::write(r.marker.as_ref().unwrap(), "").unwrap();
         assert!(r.recover());
         assert_eq!(read(&r.knob), "0");
         assert!(!r.marker.as_ref().unwrap().exists());

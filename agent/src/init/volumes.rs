@@ -308,29 +308,23 @@ fn create_missing_dirs(path: &Path, created: &mut Vec<PathBuf>) -> Result<(), Vo
 /// (clean), 1 (errors corrected) and 2 (corrected, reboot advised: only meaningful for a
 /// mounted root) are success; anything else is an error with e2fsck's output.
 fn run_fsck(program: &Path, device: &Path) -> Result<(), VolumeError> {
-    let out = Command::new(program)
-        .args([OsStr::new("-f"), OsStr::new("-p"), device.as_os_str()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| VolumeError::Spawn {
-            program: program.to_path_buf(),
-            source,
-        })?;
-    if matches!(out.status.code(), Some(0..=2)) {
-        return Ok(());
-    }
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Err(VolumeError::Tool {
-        program: program.to_path_buf(),
-        device: device.to_path_buf(),
-        status: out.status.to_string(),
-        output: truncate(text.trim(), MAX_TOOL_OUTPUT),
-    })
+    let args = [OsStr::new("-f"), OsStr::new("-p"), device.as_os_str()];
+    run_tool_accepting(program, &args, device, |code| matches!(code, Some(0..=2)))
 }
 
 /// Runs `program args...`, capturing its output for the error.
 fn run_tool(program: &Path, args: &[&OsStr], device: &Path) -> Result<(), VolumeError> {
+    run_tool_accepting(program, args, device, |code| code == Some(0))
+}
+
+/// Runs `program args...`; an exit code `ok` refuses is an error carrying the status and the
+/// tool's output (stderr, then stdout), bounded.
+fn run_tool_accepting(
+    program: &Path,
+    args: &[&OsStr],
+    device: &Path,
+    ok: impl Fn(Option<i32>) -> bool,
+) -> Result<(), VolumeError> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -339,15 +333,11 @@ fn run_tool(program: &Path, args: &[&OsStr], device: &Path) -> Result<(), Volume
             program: program.to_path_buf(),
             source,
         })?;
-    if out.status.success() {
+    if ok(out.status.code()) {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let text = if stderr.trim().is_empty() {
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else {
-        stderr.into_owned()
-    };
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
     Err(VolumeError::Tool {
         program: program.to_path_buf(),
         device: device.to_path_buf(),
@@ -471,6 +461,22 @@ mod tests {
         assert!(msg.contains("bad superblock"), "{msg}");
         assert!(msg.contains("/dev/vdx"), "{msg}");
         assert!(msg.contains("3"), "{msg}");
+    }
+
+    #[test]
+    fn fsck_exit_codes_up_to_2_mean_repaired_and_higher_ones_fail() {
+        // `sh -f -p SCRIPT` stands in for `e2fsck -f -p DEVICE`: the script is the "device".
+        let fake = |code: i32| {
+            let dir = tempfile::tempdir().unwrap();
+            let script = dir.path().join("fsck.sh");
+            std::fs::write(&script, format!("echo preened \"$0\"\nexit {code}\n")).unwrap();
+            run_fsck(Path::new("/bin/sh"), &script)
+        };
+        assert!(fake(0).is_ok());
+        assert!(fake(2).is_ok());
+        let err = fake(4).unwrap_err().to_string();
+        assert!(err.contains("preened") && err.contains("fsck.sh"), "{err}");
+        assert!(err.contains('4'), "{err}");
     }
 
     #[test]
