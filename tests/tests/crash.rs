@@ -39,6 +39,14 @@ const HANG: Duration = Duration::from_secs(4);
 /// leaves it alone and writes no marker, which the SIGKILL test checks for.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// `/sys/kernel/rcu_expedited`, which the agent sets only while its FIFREEZE calls run.
+fn rcu_knob() -> String {
+    std::fs::read_to_string("/sys/kernel/rcu_expedited")
+        .expect("this kernel has /sys/kernel/rcu_expedited")
+        .trim()
+        .to_string()
+}
+
 async fn wait_settled(rpc: &mut Rpc, bound: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
@@ -66,8 +74,15 @@ async fn sigkill_while_frozen_next_agent_thaws_exactly_those() -> anyhow::Result
 
     let mut first = Agent::builder(&s).state_dir(state.path()).start().await?;
     let mut rpc = first.rpc().await?;
+    assert_eq!(rcu_knob(), "0", "rcu_expedited set before the test");
     let q = rpc.quiesce(&[]).await??;
     assert_eq!(q.frozen_count, 1, "{}", summary(&q.filesystems));
+    assert_eq!(
+        rcu_knob(),
+        "0",
+        "the agent holds a freeze, but its FIFREEZE calls are over: the knob must be back"
+    );
+    assert!(!state.path().join("rcu-expedited").exists());
     assert_eq!(outcome(&q.filesystems, &ours.mp()), Some(FsOutcome::Frozen));
     assert_eq!(
         outcome(&q.filesystems, &theirs.mp()),
@@ -248,9 +263,17 @@ async fn quiesce_stuck(n: &Nested, rpc: &mut Rpc) -> anyhow::Result<usize> {
     Ok(threads_in_state(n.agent.pid(), 'D').len())
 }
 
-async fn stuck_freeze_is_undone(presync: bool) -> anyhow::Result<()> {
-    let args: &[&str] = if presync { &[] } else { &["--no-presync"] };
-    let n = nested(args, None).await?;
+/// `expedite`: the agent's default; without it (`--no-expedite-rcu`) the knob must stay 0.
+async fn stuck_freeze_is_undone(presync: bool, expedite: bool) -> anyhow::Result<()> {
+    let mut args = Vec::new();
+    if !presync {
+        args.push("--no-presync");
+    }
+    if !expedite {
+        args.push("--no-expedite-rcu");
+    }
+    assert_eq!(rcu_knob(), "0", "rcu_expedited set before the test");
+    let n = nested(&args, None).await?;
     let mut rpc = n.agent.rpc().await?.with_timeout(Duration::from_secs(15));
     let outer_freeze = ExternalFreeze::freeze(n.outer.mountpoint())?;
     let hang_start = Instant::now();
@@ -259,6 +282,14 @@ async fn stuck_freeze_is_undone(presync: bool) -> anyhow::Result<()> {
     assert!(
         stuck >= 1,
         "no agent thread is blocked in the kernel: the hang is not real"
+    );
+    // Grace periods are expedited exactly while FIFREEZE runs: not during the pre-sync, not
+    // when switched off.
+    let expected = if !presync && expedite { "1" } else { "0" };
+    assert_eq!(
+        rcu_knob(),
+        expected,
+        "rcu_expedited while stuck (presync={presync}, expedite={expedite})"
     );
 
     // The agent stays responsive while one of its threads is stuck in the kernel.
@@ -304,6 +335,7 @@ async fn stuck_freeze_is_undone(presync: bool) -> anyhow::Result<()> {
         "the late freeze was not undone"
     );
     assert!(!fsfreeze::is_frozen(n.outer.mountpoint())?);
+    assert_eq!(rcu_knob(), "0", "knob not put back after the late freeze");
     let logs = n.agent.logs();
     assert!(
         logs.contains("caller gave up"),
@@ -330,13 +362,19 @@ async fn stuck_freeze_is_undone(presync: bool) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_stuck_in_fifreeze_times_out_and_is_undone() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    stuck_freeze_is_undone(false).await
+    stuck_freeze_is_undone(false, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_expedited_rcu_a_stuck_fifreeze_leaves_the_knob_alone() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    stuck_freeze_is_undone(false, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_stuck_in_presync_times_out_and_is_undone() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    stuck_freeze_is_undone(true).await
+    stuck_freeze_is_undone(true, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +393,11 @@ async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<(
     );
     // RCU grace periods are expedited while FIFREEZE runs, and the state directory says so.
     let marker = state.path().join("rcu-expedited");
+    assert_eq!(
+        rcu_knob(),
+        "1",
+        "grace periods not expedited during FIFREEZE"
+    );
     assert!(
         marker.exists(),
         "no RCU marker in the state directory during a stuck FIFREEZE\n{}",
@@ -380,7 +423,7 @@ async fn sigkill_during_a_stuck_freeze_next_agent_thaws_it() -> anyhow::Result<(
     let st = next.rpc().await?.status().await??;
     assert_eq!(st.recovered_thaws, 1, "{st:?}\n{}", next.logs());
     assert!(
-        next.logs().contains("put the knob back to 0") && !marker.exists(),
+        rcu_knob() == "0" && next.logs().contains("put the knob back to 0") && !marker.exists(),
         "the next agent did not restore rcu_expedited left set by the killed one\n{}",
         next.logs()
     );

@@ -107,17 +107,28 @@ async fn restarted_agent_thaws_what_a_killed_one_left_frozen() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_on_the_same_state_dir_leaves_a_live_freeze_alone() -> anyhow::Result<()> {
     // Start-up recovery may only thaw what a dead agent left, never a live agent's freeze
-    // (only thaw what you froze). A second agent on the same state directory may refuse to
-    // start or start; either way the first one's freeze must stay.
+    // (only thaw what you froze). A second agent on the same state directory finds the
+    // directory's lock held, says by whom, and runs without journal or recovery.
     let s = Scratch::new()?;
     let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
     let state = ShmStateDir::new()?;
     let first = Agent::builder(&s).state_dir(state.path()).start().await?;
     let mut rpc = first.rpc().await?;
     rpc.quiesce(&[fs.mp()]).await??;
-    let mut second = Agent::builder(&s).state_dir(state.path()).spawn()?;
-    // Give it time to run its start-up recovery (or to refuse).
-    let _ = second.wait_exit(Duration::from_secs(2)).await;
+    // `start` returns once it answers Ping: its start-up recovery is over.
+    let second = Agent::builder(&s).state_dir(state.path()).start().await?;
+    let in_use = format!("is in use by another agent (pid {})", first.pid());
+    assert!(
+        second.logs().contains(&in_use),
+        "the second agent did not report the lock holder:\n{}",
+        second.logs()
+    );
+    let st = second.rpc().await?.status().await??;
+    assert_eq!(st.recovered_thaws, 0, "{st:?}");
+    assert!(
+        !st.frozen,
+        "the second agent claims a freeze it did not make: {st:?}"
+    );
     assert!(
         fsfreeze::is_frozen(fs.mountpoint())?,
         "a second agent's start-up thawed a live agent's freeze"

@@ -96,7 +96,21 @@ async fn external_freeze_seen(hook: &str) -> anyhow::Result<()> {
     let o = observed(&st, &mp).expect("observed");
     let origin = if hook == "ioctl" { "other" } else { "unknown" };
     assert_eq!(o.origin, origin, "{o:?}");
-    assert_eq!(o.blocked_writers[0].level, "WRITE", "{o:?}");
+    let ours = o
+        .blocked_writers
+        .iter()
+        .find(|b| b.pid == pid)
+        .expect("our writer");
+    assert_eq!(
+        (ours.level.as_str(), ours.comm.as_str()),
+        ("WRITE", "dd"),
+        "{o:?}"
+    );
+    assert_eq!(
+        system_tests::writer::proc_state(pid),
+        Some('D'),
+        "the writer the observer reports is not asleep in the kernel"
+    );
 
     freeze.thaw()?;
     w.finish(FINISH).await?;
