@@ -31,7 +31,7 @@ impl From<ServiceError> for Status {
             ServiceError::FrozenMode { .. } => Code::FailedPrecondition,
             ServiceError::ShuttingDown => Code::Unavailable,
         };
-        Status::new(code, bounded(e.to_string()))
+        Status::new(code, elide_middle(&e.to_string(), MAX_STATUS_MESSAGE))
     }
 }
 
@@ -40,17 +40,18 @@ impl From<ServiceError> for Status {
 /// layer, and the caller would never learn what was wrong.
 pub const MAX_STATUS_MESSAGE: usize = 4096;
 
-fn bounded(msg: String) -> String {
-    if msg.len() <= MAX_STATUS_MESSAGE {
-        return msg;
+/// `msg` cut to at most about `max` bytes: the beginning and the end are kept (where the
+/// reason usually is: "... is not a mount point", a tool's last error line) and the middle
+/// (an echoed value, a tool's progress output) is elided, on char boundaries.
+pub(crate) fn elide_middle(msg: &str, max: usize) -> String {
+    if msg.len() <= max {
+        return msg.to_string();
     }
-    // Keep the beginning and the end (where the reason usually is: "... is not a mount
-    // point"), elide the middle (the echoed value).
-    let mut head = MAX_STATUS_MESSAGE / 2;
+    let mut head = max / 2;
     while !msg.is_char_boundary(head) {
         head -= 1;
     }
-    let mut tail = msg.len() - MAX_STATUS_MESSAGE / 4;
+    let mut tail = msg.len() - max / 4;
     while !msg.is_char_boundary(tail) {
         tail += 1;
     }
@@ -90,6 +91,13 @@ mod tests {
         );
         assert!(st.message().contains("bytes elided"));
         assert!(st.message().ends_with("is not a mount point"));
+    }
+
+    #[test]
+    fn short_text_is_kept_and_cuts_fall_on_char_boundaries() {
+        assert_eq!(elide_middle("abc", 5), "abc");
+        let cut = elide_middle(&"é".repeat(10), 13);
+        assert_eq!(cut, "ééé ...(12 bytes elided)... é");
     }
 
     #[test]

@@ -373,13 +373,16 @@ fn freeze_metrics(vm: &Vm, source: &str, ebpf_frozen_ms: u64, host_ms: u64) -> R
 fn snapshot_trace(vm: &Vm, trace_id: &str) -> Result<()> {
     assert_eq!(trace_id.len(), 32, "guestctl snapshot printed no trace id");
     let receiver = vm.otlp().expect("the VM has an OTLP receiver");
+    // The agent's batch exporter may send a phase span before the server span that is its
+    // parent (and the child of guestctl's span): wait for the link itself, not the first span.
     let spans = receiver.wait_spans(
-        "the agent's spans in the snapshot's trace",
+        "an agent span in the snapshot's trace whose parent is a guestctl span",
         Duration::from_secs(30),
         |spans| {
-            spans
-                .iter()
-                .any(|s| s.trace_id == trace_id && s.service.contains("agent"))
+            let in_trace = || spans.iter().filter(|s| s.trace_id == trace_id);
+            in_trace().filter(|s| s.service.contains("agent")).any(|g| {
+                in_trace().any(|h| !h.service.contains("agent") && h.span_id == g.parent_span_id)
+            })
         },
     )?;
     let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
@@ -410,8 +413,18 @@ fn snapshot_trace(vm: &Vm, trace_id: &str) -> Result<()> {
             .any(|s| host_ids.contains(&s.parent_span_id.as_str())),
         "no agent span is a child of a guestctl span: {in_trace:#?}"
     );
-    // Its OTLP metrics take the same path (pushed every 2 s here).
-    receiver.wait_metric_exports(Duration::from_secs(15))?;
+    // Its OTLP metrics take the same path (pushed every 2 s here) and carry the freeze just
+    // made: the cumulative freeze-duration histogram counts it.
+    let freezes = receiver.wait_metric(
+        "agent",
+        "guest.fs.freeze.duration",
+        1.0,
+        Duration::from_secs(15),
+    )?;
+    log(
+        vm,
+        &format!("OTLP metrics: guest.fs.freeze.duration count {freezes}"),
+    );
     Ok(())
 }
 

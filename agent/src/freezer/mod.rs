@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::Instrument;
 
-use crate::mounts::{self, Policy, SkipReason};
+use crate::mounts::{self, Policy};
 use crate::telemetry::freezer as telemetry;
 use crate::telemetry::metrics::Phase;
 pub use report::{
@@ -452,26 +452,6 @@ fn normalise(requested: &[String]) -> Result<Vec<PathBuf>, FreezerError> {
     Ok(out)
 }
 
-/// Whether a skipped mount belongs in the Quiesce report: every mount the request covers
-/// (pseudo filesystems included, as skipped), but not those the policy excluded on purpose
-/// (outside `--freeze-only`, not among the requested mountpoints).
-fn reported_skip(s: &mounts::SkippedMount, policy: &Policy) -> bool {
-    if matches!(
-        s.reason,
-        SkipReason::OutsideFreezeOnly | SkipReason::NotRequested
-    ) {
-        return false;
-    }
-    if !policy.requested.is_empty() {
-        return policy.requested.iter().any(|r| r == &s.mount.mount_point);
-    }
-    policy.freeze_only.is_empty()
-        || policy
-            .freeze_only
-            .iter()
-            .any(|root| mounts::is_within(&s.mount.mount_point, root))
-}
-
 /// Reads the mount table and turns the plan into ordered steps plus skipped reports.
 fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerError> {
     let table = mounts::read_mountinfo().map_err(|e| FreezerError::Mounts(e.to_string()))?;
@@ -497,7 +477,7 @@ fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerErro
     let skipped = plan
         .skipped
         .iter()
-        .filter(|s| reported_skip(s, policy))
+        .filter(|s| s.in_request)
         .map(|s| FsReport {
             fs: FsIdentity {
                 mount_point: s.mount.mount_point.clone(),

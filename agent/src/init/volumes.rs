@@ -18,6 +18,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tracing::{info, warn};
 
 use super::validate::{VolumePlan, VolumeSource};
+use crate::error::elide_middle;
 
 /// Longest tool output kept in an error message.
 const MAX_TOOL_OUTPUT: usize = 2000;
@@ -342,19 +343,8 @@ fn run_tool_accepting(
         program: program.to_path_buf(),
         device: device.to_path_buf(),
         status: out.status.to_string(),
-        output: truncate(text.trim(), MAX_TOOL_OUTPUT),
+        output: elide_middle(text.trim(), MAX_TOOL_OUTPUT),
     })
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 /// Unmounts `path`; when it is busy, detaches it lazily (it disappears from the
@@ -489,11 +479,5 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, VolumeError::Spawn { .. }));
         assert!(err.to_string().contains("/nonexistent/mkfs.ext4"));
-    }
-
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ééé", 3), "é...");
     }
 }

@@ -58,23 +58,6 @@ pub enum SkipReason {
     NotRequested,
 }
 
-impl SkipReason {
-    /// True when the mount is storage a person could expect to be frozen in this request
-    /// (worth listing in a report); false for pseudo filesystems and for mounts the policy
-    /// excluded on purpose (outside `--freeze-only`, not requested).
-    pub fn in_scope(&self) -> bool {
-        match self {
-            SkipReason::FsType { class, .. } => *class == FsClass::NoFreezeSupport,
-            SkipReason::OutsideFreezeOnly | SkipReason::NotRequested => false,
-            SkipReason::NoBlockDevice { .. }
-            | SkipReason::ReadOnly
-            | SkipReason::Shadowed { .. }
-            | SkipReason::SharedOutsideFreezeOnly { .. }
-            | SkipReason::Duplicate { .. } => true,
-        }
-    }
-}
-
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -447,13 +430,5 @@ mod tests {
             r.to_string(),
             "proc is a virtual filesystem with no storage to quiesce"
         );
-        assert!(!r.in_scope());
-        assert!(SkipReason::ReadOnly.in_scope());
-        assert!(!SkipReason::OutsideFreezeOnly.in_scope());
-        assert!(SkipReason::FsType {
-            fstype: "vfat".into(),
-            class: FsClass::NoFreezeSupport
-        }
-        .in_scope());
     }
 }

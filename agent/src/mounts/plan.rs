@@ -14,7 +14,7 @@ use super::eligibility::{classify, SkipReason, Verdict};
 use super::loopdeps::BackingResolver;
 use super::mountinfo::Mount;
 use super::order;
-use super::paths::{normalise_absolute, PathProblem};
+use super::paths::{is_within, normalise_absolute, PathProblem};
 use super::visibility::hidden_by;
 
 /// What the caller allows and asks for.
@@ -52,6 +52,10 @@ pub struct SkippedMount {
     pub mount: Mount,
     /// Why it is not frozen.
     pub reason: SkipReason,
+    /// Whether the request covers it (it is one of the requested mount points, or, when none
+    /// were named, inside the `--freeze-only` roots or anywhere without roots), so a report
+    /// lists it. False for mounts the policy excluded on purpose.
+    pub in_request: bool,
 }
 
 /// The result of planning. Every mount of the table is in exactly one of `filesystems`
@@ -205,12 +209,31 @@ pub fn plan(
             }
         })
         .collect();
+    // select_requested has refused any requested path that does not normalise.
+    let named: Vec<PathBuf> = policy
+        .requested
+        .iter()
+        .filter_map(|r| normalise_absolute(r).ok())
+        .collect();
+    let covered = |m: &Mount, reason: &SkipReason| {
+        let excluded = matches!(
+            reason,
+            SkipReason::OutsideFreezeOnly | SkipReason::NotRequested
+        );
+        let asked = if named.is_empty() {
+            roots.is_empty() || roots.iter().any(|r| is_within(&m.mount_point, r))
+        } else {
+            named.contains(&m.mount_point)
+        };
+        asked && !excluded
+    };
     let skipped = mounts
         .iter()
         .zip(verdicts)
         .filter_map(|(m, v)| match v {
             Verdict::Skip(reason) => Some(SkippedMount {
                 mount: m.clone(),
+                in_request: covered(m, &reason),
                 reason,
             }),
             Verdict::Eligible => None,
@@ -334,6 +357,40 @@ mod tests {
             .unwrap()
             .reason
             .clone()
+    }
+
+    fn listed(p: &FreezePlan) -> Vec<String> {
+        let mut out: Vec<String> = p
+            .skipped
+            .iter()
+            .filter(|s| s.in_request)
+            .map(|s| s.mount.mount_point.display().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn skipped_mounts_are_listed_only_when_the_request_covers_them() {
+        let mounts = fixture("vm-guest.txt");
+        // Roots: pseudo filesystems and read-only mounts inside them are listed, nothing else.
+        let p = plan(&mounts, &policy(&["/mnt"], &[]), &vm_loops()).unwrap();
+        let l = listed(&p);
+        assert!(l.iter().all(|m| m.starts_with("/mnt/")), "{l:?}");
+        for m in ["/mnt/ro", "/mnt/shared", "/mnt/nfs", "/mnt/old"] {
+            assert!(l.iter().any(|x| x == m), "{m} missing from {l:?}");
+        }
+        assert!(!l.iter().any(|x| x == "/proc" || x == "/tmp"), "{l:?}");
+        // Names: only the named mount points, and among them only the skipped ones.
+        let p = plan(&mounts, &policy(&[], &["/data", "/srv/data"]), &vm_loops()).unwrap();
+        assert_eq!(
+            reason_at(&p, "/srv/data"),
+            SkipReason::Duplicate { of: "/data".into() }
+        );
+        assert_eq!(listed(&p), ["/srv/data"]);
+        // Neither: every skipped mount is covered, so listed.
+        let p = plan(&mounts, &Policy::default(), &vm_loops()).unwrap();
+        assert!(p.skipped.iter().all(|s| s.in_request));
     }
 
     #[test]
@@ -608,9 +665,8 @@ mod tests {
                 of: "/var/lib/docker".into()
             }
         );
-        let in_scope = p.skipped.iter().filter(|s| s.reason.in_scope()).count();
-        // /boot/efi (vfat), the kubelet bind and /srv/pgdata; the overlays, shm and nsfs are noise.
-        assert_eq!(in_scope, 3);
+        // Without roots or names every skipped mount is covered by the request, so listed.
+        assert!(p.skipped.iter().all(|s| s.in_request));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! host's `guestctl snapshot --otlp-endpoint unix://...` can export to the same socket, so one
 //! receiver sees both sides of a trace.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +23,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::{number_data_point, Metric, NumberDataPoint};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tonic::{Request, Response, Status};
 
@@ -42,10 +45,34 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
 }
 
+/// What the metric exports received so far say: how many there were, and the latest value of
+/// each metric by exporting service and metric name (a histogram's value is its total count, a
+/// sum's its total, a gauge's the sum of its points).
+#[derive(Debug, Clone, Default)]
+struct MetricsSeen {
+    exports: usize,
+    latest: HashMap<(String, String), f64>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-    metric_exports: Arc<Mutex<usize>>,
+    metrics: Arc<Mutex<MetricsSeen>>,
+}
+
+/// The value [`MetricsSeen`] keeps for one metric of an export.
+fn metric_value(metric: &Metric) -> f64 {
+    let number = |p: &NumberDataPoint| match p.value {
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        Some(number_data_point::Value::AsInt(v)) => v as f64,
+        None => 0.0,
+    };
+    match &metric.data {
+        Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count as f64).sum(),
+        Some(Data::Sum(s)) => s.data_points.iter().map(number).sum(),
+        Some(Data::Gauge(g)) => g.data_points.iter().map(number).sum(),
+        _ => 0.0,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -91,12 +118,17 @@ impl TraceService for Collector {
 impl MetricsService for Collector {
     async fn export(
         &self,
-        _request: Request<ExportMetricsServiceRequest>,
+        request: Request<ExportMetricsServiceRequest>,
     ) -> std::result::Result<Response<ExportMetricsServiceResponse>, Status> {
-        *self
-            .metric_exports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) += 1;
+        let mut seen = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        seen.exports += 1;
+        for rm in request.into_inner().resource_metrics {
+            let service = service_name(rm.resource.as_ref());
+            for metric in rm.scope_metrics.into_iter().flat_map(|s| s.metrics) {
+                let value = metric_value(&metric);
+                seen.latest.insert((service.clone(), metric.name), value);
+            }
+        }
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -164,24 +196,49 @@ impl OtlpReceiver {
 
     /// Number of metric exports received so far.
     pub fn metric_exports(&self) -> usize {
-        *self
-            .collector
-            .metric_exports
+        self.collector
+            .metrics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .exports
     }
 
-    /// Waits for at least one metric export; returns how many arrived.
-    pub fn wait_metric_exports(&self, timeout: Duration) -> Result<usize> {
+    /// The latest exported value of metric `name` from a service whose name contains
+    /// `service`, if one arrived.
+    pub fn metric_value(&self, service: &str, name: &str) -> Option<f64> {
+        let seen = self
+            .collector
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        seen.latest
+            .iter()
+            .find(|((svc, n), _)| svc.contains(service) && n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Waits until a metric export from `service` carries `name` with a value of at least
+    /// `min`; returns that value.
+    pub fn wait_metric(
+        &self,
+        service: &str,
+        name: &str,
+        min: f64,
+        timeout: Duration,
+    ) -> Result<f64> {
         let deadline = Instant::now() + timeout;
         loop {
-            let n = self.metric_exports();
-            if n > 0 {
-                return Ok(n);
+            let value = self.metric_value(service, name);
+            if let Some(v) = value.filter(|v| *v >= min) {
+                return Ok(v);
             }
             if Instant::now() >= deadline {
                 return Err(VmError::Timeout {
-                    what: "an OTLP metrics export".into(),
+                    what: format!(
+                        "an OTLP metric export from {service} with {name} >= {min} \
+                         ({} export(s) so far; latest value {value:?})",
+                        self.metric_exports()
+                    ),
                     after: timeout,
                 });
             }
