@@ -20,9 +20,9 @@ lint: setup
 
 # Unit tests, system tests against the real binaries (loop mounts, netns, real Prometheus,
 # OTLP receiver), the short soak/stress runs, the nested-VM end-to-end suite, then a bounded
-# fuzz run of every target.
+# fuzz run of every target. GUEST_AGENT_REQUIRE_ROOT=1 turns a root-only test's skip into a failure.
 test: setup lint build
-	$(CARGO) test --workspace --no-fail-fast
+	GUEST_AGENT_REQUIRE_ROOT=1 $(CARGO) test --workspace --no-fail-fast
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 fuzz: setup

@@ -27,6 +27,8 @@ const PINGERS: usize = 4;
 const MAX_RSS_GROWTH_KIB: u64 = 10 * 1024;
 /// Largest change in open fds accepted.
 const MAX_FD_DRIFT: usize = 2;
+/// How long the middle cycle (the one checked against the kernel) holds the freeze.
+const MIDDLE_HOLD: Duration = Duration::from_millis(150);
 
 fn cycles() -> u64 {
     std::env::var("SOAK_CYCLES")
@@ -156,7 +158,12 @@ async fn soak_quiesce_thaw_cycles_keep_every_record_and_resources_flat() -> anyh
         if c == warmup || c == middle {
             samples.push((c, ProcSample::of(agent.pid())?));
         }
-        let hold = Duration::from_millis(prng.below(21));
+        // The middle cycle holds long enough that every writer must block for most of it.
+        let hold = if c == middle {
+            MIDDLE_HOLD
+        } else {
+            Duration::from_millis(prng.below(21))
+        };
         cycle(&mut rpc, &fss, &mut quiesce, &mut thaw, hold, c == middle).await?;
         tokio::time::sleep(Duration::from_millis(prng.below(21))).await;
     }
@@ -204,8 +211,9 @@ async fn soak_quiesce_thaw_cycles_keep_every_record_and_resources_flat() -> anyh
         "a Ping waited behind a freeze: {pinged}"
     );
     assert!(
-        longest_stall >= Duration::from_millis(1),
-        "no write ever blocked: were the filesystems really frozen?"
+        longest_stall >= MIDDLE_HOLD * 2 / 3,
+        "no write blocked through the middle cycle's {MIDDLE_HOLD:?} hold (longest {longest_stall:?}): \
+         were the filesystems really frozen?"
     );
     let (first, last) = (samples[0].1, samples[samples.len() - 1].1);
     let growth = last.rss_kib.saturating_sub(first.rss_kib);
