@@ -13,6 +13,11 @@
 //! * never a thaw of what the agent did not freeze: the test's filesystem is reported
 //!   ALREADY_FROZEN, never FROZEN or thawed, and stays frozen in the kernel throughout;
 //! * FreezeStatus is consistent with the freezes; refusals are FAILED_PRECONDITION only;
+//! * the kernel agrees, freeze by freeze (the writers log every write's start and end): a
+//!   writer is inside a blocked write(2) when the agent arms a freeze of its filesystem, and
+//!   no write that started while a freeze was certainly in force (after its answer or arming,
+//!   before the Thaw call that ended it or a FreezeStatus call that still saw it) returned
+//!   inside that window;
 //! * at the end (a last Thaw) nothing is frozen and every acknowledged record is intact.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guest_proto::v1::{FreezeStatusResponse, FsOutcome, QuiesceResponse, ThawResponse};
 use system_tests::reliability::records;
-use system_tests::reliability::{Latencies, Prng, RecordWriter, ThawGuard, WriterOptions};
+use system_tests::reliability::{
+    Latencies, Prng, RecordWriter, ThawGuard, WriteSpan, WriterOptions,
+};
 use system_tests::results::{summary, with_outcome};
 use system_tests::{fsfreeze, Agent, ExternalFreeze, FsType, LoopFs, Scratch};
 use tonic::{Code, Status};
@@ -96,7 +103,81 @@ async fn client(
 #[derive(Debug)]
 struct Generation {
     armed_us: u64,
+    /// When the first successful Quiesce answer for it arrived (its FIFREEZEs were done).
+    answered_us: u64,
     frozen: BTreeSet<String>,
+}
+
+/// What a writer's log says about one frozen window `(from_us, to_us)` of its filesystem.
+/// A write that started inside the window cannot return before it ends (the kernel blocks
+/// it until FITHAW, which comes after `to_us`). A write already running when the window
+/// opened may have returned just after `from_us` (preempted after leaving the filesystem),
+/// so it only counts when it lasted through the whole window.
+#[derive(Debug, PartialEq, Eq)]
+enum WindowSeen {
+    /// A write lasted until the window's end: the kernel held it.
+    Held,
+    /// A write started in the window and returned inside it: the filesystem was not frozen.
+    Escaped(WriteSpan),
+    /// Neither: no write started in the window, and none lasted through it.
+    Quiet,
+}
+
+fn window_seen(log: &[WriteSpan], from_us: u64, to_us: u64) -> WindowSeen {
+    let first = log.partition_point(|w| w.start_us <= from_us);
+    let in_flight = first.checked_sub(1).map(|i| log[i]);
+    match log.get(first) {
+        Some(w) if w.start_us < to_us && w.end_us < to_us => WindowSeen::Escaped(*w),
+        Some(w) if w.start_us < to_us => WindowSeen::Held,
+        _ if in_flight.is_some_and(|w| w.end_us >= to_us) => WindowSeen::Held,
+        _ => WindowSeen::Quiet,
+    }
+}
+
+/// Whether a write was in progress at `at_us` (called at or before it, returned after it).
+fn in_write_at(log: &[WriteSpan], at_us: u64) -> bool {
+    let started = log.partition_point(|w| w.start_us <= at_us);
+    started > 0 && log[started - 1].end_us > at_us
+}
+
+/// Which Thaw ended which freeze (indices into the generations, in arm order, and the
+/// thaws), and what is left over on either side.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Matching {
+    pairs: Vec<(usize, usize)>,
+    unended: Vec<usize>,
+    unmatched: Vec<usize>,
+}
+
+/// Pairs each freeze with a Thaw of its set that could have ended it: the thaw happened
+/// inside its call `(start, end)` and between the freeze's arming and the next freeze's.
+/// Arm times come from the watchdog deadline (milliseconds), so the next arm may be up to
+/// 1 ms later than recorded; call times are the clients', so a Thaw's answer may arrive after
+/// the next freeze was armed, and a Thaw call may start before the freeze it ends (it waits
+/// for the Quiesce). Among the candidates the one whose call ended first is taken (the
+/// greedy choice that pairs everything whenever a pairing exists).
+fn match_thaws(gens: &[&Generation], thaws: &[(u64, u64, BTreeSet<String>)]) -> Matching {
+    let mut used = vec![false; thaws.len()];
+    let mut m = Matching::default();
+    for (g, gen) in gens.iter().enumerate() {
+        let next_arm = gens.get(g + 1).map_or(u64::MAX, |n| n.armed_us + 1000);
+        let pick = (0..thaws.len())
+            .filter(|&t| !used[t])
+            .filter(|&t| {
+                let (start, end, set) = &thaws[t];
+                *end > gen.armed_us && *start < next_arm && *set == gen.frozen
+            })
+            .min_by_key(|&t| thaws[t].1);
+        match pick {
+            Some(t) => {
+                used[t] = true;
+                m.pairs.push((g, t));
+            }
+            None => m.unended.push(g),
+        }
+    }
+    m.unmatched = (0..thaws.len()).filter(|&t| !used[t]).collect();
+    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -121,7 +202,11 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
         .iter()
         .enumerate()
         .map(|(id, fs)| {
-            RecordWriter::start(&fs.join("records"), id as u32, WriterOptions::default())
+            let opts = WriterOptions {
+                log_writes: true,
+                ..WriterOptions::default()
+            };
+            RecordWriter::start(&fs.join("records"), id as u32, opts)
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -238,8 +323,10 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
                 if d > 0 {
                     let g = generations.entry(d).or_insert_with(|| Generation {
                         armed_us: (d - WATCHDOG_MS) * 1000,
+                        answered_us: at,
                         frozen: frozen.clone(),
                     });
+                    g.answered_us = g.answered_us.min(at);
                     check!(
                         "Quiesce: two answers for one freeze differ",
                         g.frozen == frozen,
@@ -289,7 +376,7 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
                 "thaw failed"
             }
             Call::Status(Ok(st)) => {
-                statuses.push(st.clone());
+                statuses.push((ev.start_us, st.clone()));
                 "status"
             }
             Call::Status(Err(e)) => {
@@ -312,47 +399,34 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
         *counts.entry(key.to_string()).or_default() += 1;
     }
 
-    // Freezes and thaws alternate on one timeline (freezes at their arm time, thaws at their
-    // answer), each thaw thawing exactly the set of the freeze before it.
-    enum Mark<'a> {
-        Freeze(&'a BTreeSet<String>),
-        Thaw(&'a BTreeSet<String>),
+    // Freezes and thaws alternate: every freeze is ended by its own Thaw, which thawed
+    // exactly its set, and every Thaw that thawed something ended a freeze a Quiesce reported.
+    // Each pair gives a window, from the freeze's first answer to the start of the Thaw call
+    // that ended it, in which its filesystems were certainly frozen.
+    let gens: Vec<&Generation> = generations.values().collect();
+    let deadlines: Vec<u64> = generations.keys().copied().collect();
+    let matching = match_thaws(&gens, &thaws);
+    for &g in &matching.unended {
+        bad.entry("timeline: a freeze no Thaw of its set could have ended (double freeze?)")
+            .or_default()
+            .push(format!(
+                "armed at {} us: {:?}",
+                gens[g].armed_us, gens[g].frozen
+            ));
     }
-    let mut timeline: Vec<(u64, Mark)> = generations
-        .values()
-        .map(|g| (g.armed_us, Mark::Freeze(&g.frozen)))
-        .chain(thaws.iter().map(|(_, end, set)| (*end, Mark::Thaw(set))))
-        .collect();
-    timeline.sort_by_key(|(t, _)| *t);
-    let mut open: Option<&BTreeSet<String>> = None;
-    for (t, mark) in &timeline {
-        match (mark, open) {
-            (Mark::Freeze(f), None) => open = Some(f),
-            (Mark::Freeze(f), Some(prev)) => {
-                bad.entry("timeline: a freeze while another was not thawed (double freeze)")
-                    .or_default()
-                    .push(format!("at {t} us: {f:?} while {prev:?} was held"));
-                open = Some(f);
-            }
-            (Mark::Thaw(set), Some(f)) => {
-                check!(
-                    "timeline: a thaw's set differs from its freeze",
-                    *set == f,
-                    "at {t} us: froze {f:?}, thawed {set:?}"
-                );
-                open = None;
-            }
-            (Mark::Thaw(set), None) => {
-                bad.entry("timeline: a thaw of a freeze no Quiesce reported")
-                    .or_default()
-                    .push(format!("at {t} us: thawed {set:?}"));
-            }
-        }
+    for &t in &matching.unmatched {
+        let (start, end, set) = &thaws[t];
+        bad.entry("timeline: a thaw of a freeze no Quiesce reported")
+            .or_default()
+            .push(format!("{start}..{end} us: thawed {set:?}"));
     }
     let freezes = generations.len();
     // FreezeStatus agrees with the freezes.
     let mut in_progress_views = 0;
-    for st in &statuses {
+    // Per freeze, the latest start of a FreezeStatus call that saw it held: it was still
+    // frozen at some instant of that call, so at least until the call started.
+    let mut seen_held_us: BTreeMap<u64, u64> = BTreeMap::new();
+    for (start_us, st) in &statuses {
         let held = set(st
             .filesystems
             .iter()
@@ -379,7 +453,11 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
                         "FreezeStatus: set differs from its freeze",
                         g.frozen == held,
                         "{st:?}"
-                    )
+                    );
+                    let seen = seen_held_us
+                        .entry(st.watchdog_deadline_unix_ms)
+                        .or_default();
+                    *seen = (*seen).max(*start_us);
                 }
                 Some(_) => {}
             }
@@ -392,6 +470,20 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
             in_progress_views += 1;
         }
     }
+    // Windows in which a freeze was certainly in force in the kernel: from its first answer
+    // or its arming (after its FIFREEZEs; the deadline has millisecond precision, so 1 ms
+    // later), whichever is earlier, to the later of the start of the Thaw that ended it and of the last FreezeStatus call
+    // that saw it held.
+    let windows: Vec<(u64, u64, &BTreeSet<String>)> = matching
+        .pairs
+        .iter()
+        .map(|&(g, t)| {
+            let seen = seen_held_us.get(&deadlines[g]).copied().unwrap_or(0);
+            let frozen_by = gens[g].answered_us.min(gens[g].armed_us + 1000);
+            (frozen_by, thaws[t].0.max(seen), &gens[g].frozen)
+        })
+        .filter(|(from, to, _)| from < to)
+        .collect();
     println!("stress: {} calls in {secs} s: {counts:?}", events.len());
     println!("stress: Ping {pings}");
     // --- Final state -------------------------------------------------------------------
@@ -404,10 +496,31 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
         "the foreign freeze did not survive"
     );
     let mut verified = 0;
-    for w in writers {
+    let mut held = 0;
+    let (mut arming_pairs, mut arming_held) = (0, 0);
+    for (w, fs) in writers.into_iter().zip([&a, &b]) {
         let (id, path) = (w.id(), w.path().to_path_buf());
-        let stats = w.join(Duration::from_secs(30))?;
+        let (stats, log) = w.join_logged(Duration::from_secs(30))?;
         verified += records::verify(&path, id, stats.records)?;
+        for &(g, _) in &matching.pairs {
+            if gens[g].frozen.contains(&fs.mp()) {
+                arming_pairs += 1;
+                arming_held += usize::from(in_write_at(&log, gens[g].armed_us));
+            }
+        }
+        for (from, to, set) in windows.iter().filter(|(_, _, set)| set.contains(&fs.mp())) {
+            match window_seen(&log, *from, *to) {
+                WindowSeen::Held => held += 1,
+                WindowSeen::Escaped(w) => bad
+                    .entry("kernel: a write returned while the agent held its filesystem frozen")
+                    .or_default()
+                    .push(format!(
+                        "{} frozen {from}..{to} us ({set:?}): write {w:?}",
+                        fs.mp()
+                    )),
+                WindowSeen::Quiet => {}
+            }
+        }
     }
     someone_else.thaw()?;
 
@@ -417,6 +530,17 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
         bad.values().map(Vec::len).sum::<usize>()
     );
     println!("stress: {verified} records verified from disk");
+    println!(
+        "stress: the writer was inside a write(2) when the freeze was armed in {arming_held} of {arming_pairs} (freeze, filesystem) pairs; {} certainly-frozen windows, held through {held}",
+        windows.len()
+    );
+    // A freeze in force blocks the writer from its first write after FIFREEZE until the
+    // thaw, so it is almost always caught inside a write at arming; without a real freeze a
+    // write takes microseconds and the writer sleeps 500 us between records.
+    assert!(
+        arming_pairs > 0 && arming_held * 4 >= arming_pairs * 3,
+        "the writer was inside a write at only {arming_held} of {arming_pairs} armings: were the filesystems really frozen?"
+    );
     assert!(
         freezes >= 10,
         "too few freezes to mean anything: {counts:?}"
@@ -446,4 +570,53 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
     }
 
     Ok(())
+}
+
+#[test]
+fn window_seen_tells_held_escaped_and_quiet_apart() {
+    let w = |start_us, end_us| WriteSpan { start_us, end_us };
+    let log = [w(0, 5), w(6, 8), w(20, 100), w(101, 102)];
+    // The write starting at 20 returned at 100, after the window 10..50 ended.
+    assert_eq!(window_seen(&log, 10, 50), WindowSeen::Held);
+    // The write starting at 20 returned at 100, inside 10..150: not frozen.
+    assert_eq!(window_seen(&log, 10, 150), WindowSeen::Escaped(w(20, 100)));
+    // A write in flight when the window opened counts only if it lasted through it.
+    assert_eq!(window_seen(&log, 3, 6), WindowSeen::Quiet);
+    assert_eq!(window_seen(&log, 30, 90), WindowSeen::Held);
+    assert_eq!(window_seen(&log, 102, 200), WindowSeen::Quiet);
+}
+
+#[test]
+fn thaws_are_paired_with_the_freezes_they_ended() {
+    let ab: BTreeSet<String> = ["/a".to_string(), "/b".to_string()].into();
+    let a: BTreeSet<String> = ["/a".to_string()].into();
+    let gen = |armed_us, frozen: &BTreeSet<String>| Generation {
+        armed_us,
+        answered_us: armed_us + 100,
+        frozen: frozen.clone(),
+    };
+    let (g1, g2) = (gen(1_000, &ab), gen(5_000, &a));
+    // The second freeze was armed (5.0 ms, recorded to the millisecond) before the first
+    // Thaw's answer reached its client (5.4 ms): still a valid history.
+    let thaws = vec![(4_000, 5_400, ab.clone()), (4_500, 9_000, a.clone())];
+    let m = match_thaws(&[&g1, &g2], &thaws);
+    assert_eq!(m.pairs, [(0, 0), (1, 1)]);
+    assert!(m.unended.is_empty() && m.unmatched.is_empty(), "{m:?}");
+    // Both thaws started after the second freeze was armed: the first freeze was still held
+    // when the second was made.
+    let late = vec![(7_000, 8_000, ab.clone()), (8_500, 9_000, a.clone())];
+    let m = match_thaws(&[&g1, &g2], &late);
+    assert_eq!(m.unended, [0]);
+    assert_eq!(m.unmatched, [0]);
+    // A thaw of another set does not end a freeze.
+    let m = match_thaws(&[&g1], &[(2_000, 3_000, a.clone())]);
+    assert_eq!((m.unended, m.unmatched), (vec![0], vec![0]));
+}
+
+#[test]
+fn in_write_at_finds_the_write_in_progress() {
+    let w = |start_us, end_us| WriteSpan { start_us, end_us };
+    let log = [w(0, 5), w(6, 80)];
+    assert!(in_write_at(&log, 3) && in_write_at(&log, 6) && in_write_at(&log, 79));
+    assert!(!in_write_at(&log, 5) && !in_write_at(&log, 80) && !in_write_at(&[], 1));
 }

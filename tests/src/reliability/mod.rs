@@ -22,6 +22,6 @@ pub use fakevmm::{FakeVmm, VmmBehaviour};
 pub use latency::Latencies;
 pub use prng::Prng;
 pub use procstat::{threads_in_state, ProcSample};
-pub use records::{RecordWriter, WriterOptions};
+pub use records::{RecordWriter, WriteSpan, WriterOptions};
 pub use state_dir::StateDir;
 pub use thaw_guard::ThawGuard;

@@ -147,6 +147,25 @@ pub struct WriterOptions {
     pub fsync_every: u64,
     /// Pause between records (keeps the file size bounded over a long soak).
     pub pause: Duration,
+    /// Keep the wall-clock start and end of every record's `write` (see
+    /// [`RecordWriter::join_logged`]), so a test can check writes against freeze windows.
+    pub log_writes: bool,
+}
+
+/// One record's `write(2)`: when it was called and when it returned, in microseconds since
+/// the Unix epoch (wall clock, comparable with other threads' and processes' timestamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSpan {
+    /// When `write` was called.
+    pub start_us: u64,
+    /// When it returned.
+    pub end_us: u64,
+}
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Default for WriterOptions {
@@ -154,6 +173,7 @@ impl Default for WriterOptions {
         Self {
             fsync_every: 32,
             pause: Duration::from_micros(500),
+            log_writes: false,
         }
     }
 }
@@ -169,6 +189,9 @@ pub struct WriterStats {
     pub longest_stall: Duration,
 }
 
+/// What a writer thread returns: its counts and write log, or why it failed.
+type WriterOutcome = Result<(WriterStats, Vec<WriteSpan>), String>;
+
 /// A thread appending records to one file until told to stop.
 #[derive(Debug)]
 pub struct RecordWriter {
@@ -176,7 +199,7 @@ pub struct RecordWriter {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
-    handle: Option<JoinHandle<Result<WriterStats, String>>>,
+    handle: Option<JoinHandle<WriterOutcome>>,
 }
 
 /// Runs `f`, keeping the longest time any call took in `stats`.
@@ -196,12 +219,20 @@ fn write_loop(
     opts: WriterOptions,
     stop: &AtomicBool,
     acked: &AtomicU64,
-) -> Result<WriterStats, String> {
+) -> WriterOutcome {
     let mut stats = WriterStats::default();
+    let mut log = Vec::new();
     while !stop.load(Ordering::Acquire) {
         let rec = encode(id, stats.records);
+        let start_us = opts.log_writes.then(wall_us);
         timed(&mut stats, &mut || file.write_all(&rec))
             .map_err(|e| format!("write of record {}: {e}", stats.records))?;
+        if let Some(start_us) = start_us {
+            log.push(WriteSpan {
+                start_us,
+                end_us: wall_us(),
+            });
+        }
         stats.records += 1;
         acked.store(stats.records, Ordering::Release);
         if opts.fsync_every > 0 && stats.records % opts.fsync_every == 0 {
@@ -215,7 +246,7 @@ fn write_loop(
     file.sync_data()
         .map_err(|e| format!("final fdatasync: {e}"))?;
     stats.fsyncs += 1;
-    Ok(stats)
+    Ok((stats, log))
 }
 
 impl RecordWriter {
@@ -272,7 +303,16 @@ impl RecordWriter {
     }
 
     /// Stops the writer and waits up to `timeout` for it; returns what it did.
-    pub fn join(mut self, timeout: Duration) -> Result<WriterStats, RecordError> {
+    pub fn join(self, timeout: Duration) -> Result<WriterStats, RecordError> {
+        self.join_logged(timeout).map(|(stats, _)| stats)
+    }
+
+    /// Like [`join`](Self::join), also returning every record's write span (empty unless
+    /// [`WriterOptions::log_writes`] was set), in order.
+    pub fn join_logged(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(WriterStats, Vec<WriteSpan>), RecordError> {
         self.stop();
         let start = Instant::now();
         let handle = self.handle.take().expect("joined once");
@@ -384,14 +424,19 @@ mod tests {
             WriterOptions {
                 fsync_every: 4,
                 pause: Duration::ZERO,
+                log_writes: true,
             },
         )
         .unwrap();
         while w.acknowledged() < 100 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let stats = w.join(Duration::from_secs(10)).unwrap();
+        let (stats, log) = w.join_logged(Duration::from_secs(10)).unwrap();
         assert!(stats.records >= 100 && stats.fsyncs >= 25, "{stats:?}");
+        // One span per record, each well-formed, in order.
+        assert_eq!(log.len() as u64, stats.records);
+        assert!(log.iter().all(|w| w.start_us <= w.end_us));
+        assert!(log.windows(2).all(|p| p[0].end_us <= p[1].start_us));
         assert_eq!(verify(&path, 7, stats.records).unwrap(), stats.records);
         // Wrong writer id, a missing record, a flipped byte, a trailing partial record.
         assert!(verify(&path, 8, stats.records).is_err());
