@@ -103,12 +103,9 @@ pub async fn serve(
 /// what clients retry on) is RESOURCE_EXHAUSTED. The status travels in the headers of a
 /// trailers-only response, so it can be corrected here, in one place.
 fn oversize_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let headers = resp.headers();
-    let oversize = headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11")
-        && headers.get("grpc-message").is_some_and(|m| {
-            let m = String::from_utf8_lossy(m.as_bytes()).replace("%20", " ");
-            m.contains("message length too large")
-        });
+    let oversize = tonic::Status::from_header_map(resp.headers()).is_some_and(|st| {
+        st.code() == tonic::Code::OutOfRange && st.message().contains("message length too large")
+    });
     if oversize {
         resp.headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("8"));

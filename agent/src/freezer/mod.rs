@@ -109,8 +109,24 @@ fn paths(p: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// The operation name of a thaw the watchdog makes.
-pub(crate) const WATCHDOG_OP: &str = "watchdog thaw";
+/// Who asked for a thaw: a client's Thaw call, or the watchdog when no Thaw came in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThawCause {
+    /// The Thaw RPC.
+    Client,
+    /// The watchdog deadline passed.
+    Watchdog,
+}
+
+impl ThawCause {
+    /// The operation's name in errors and logs.
+    const fn op(self) -> &'static str {
+        match self {
+            Self::Client => "Thaw",
+            Self::Watchdog => "watchdog thaw",
+        }
+    }
+}
 
 struct Inner {
     cfg: FreezerConfig,
@@ -343,14 +359,14 @@ impl Freezer {
         let guard = tokio::time::timeout(timeout, self.inner.op_lock.clone().lock_owned())
             .await
             .map_err(|_| FreezerError::Busy(timeout))?;
-        self.thaw_locked(guard, timeout, "Thaw").await
+        self.thaw_locked(guard, timeout, ThawCause::Client).await
     }
 
     async fn thaw_locked(
         &self,
         guard: tokio::sync::OwnedMutexGuard<()>,
         timeout: Duration,
-        op: &'static str,
+        cause: ThawCause,
     ) -> Result<ThawReport, FreezerError> {
         if self.inner.state.lock().held.is_empty() {
             return Ok(ThawReport::default());
@@ -364,10 +380,11 @@ impl Freezer {
             let phase = telemetry::phase(Phase::Thaw);
             let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel);
             drop(phase);
-            telemetry::thawed(&reports, op == WATCHDOG_OP);
+            telemetry::thawed(&reports, cause == ThawCause::Watchdog);
             let mut st = this.inner.state.lock();
             st.in_progress = false;
-            if op == WATCHDOG_OP && !reports.iter().any(|r| r.outcome == Outcome::Failed) {
+            if cause == ThawCause::Watchdog && !reports.iter().any(|r| r.outcome == Outcome::Failed)
+            {
                 // Recorded with the thaw itself, so a status never shows the freeze gone
                 // without the watchdog thaw that ended it.
                 st.watchdog_thaws += 1;
@@ -383,7 +400,10 @@ impl Freezer {
         });
         let reports = tokio::time::timeout(timeout, task)
             .await
-            .map_err(|_| FreezerError::Timeout { op, after: timeout })?
+            .map_err(|_| FreezerError::Timeout {
+                op: cause.op(),
+                after: timeout,
+            })?
             .map_err(|e| FreezerError::Internal(e.to_string()))?;
         let failed: Vec<String> = reports
             .iter()

@@ -37,7 +37,7 @@ async fn fire(freezer: Freezer, generation: u64) {
     );
     let timeout = freezer.inner.cfg.operation_timeout;
     match freezer
-        .thaw_locked(guard, timeout, super::WATCHDOG_OP)
+        .thaw_locked(guard, timeout, super::ThawCause::Watchdog)
         .await
     {
         Ok(report) => tracing::warn!(count = report.thawed_count, "watchdog thaw done"),
