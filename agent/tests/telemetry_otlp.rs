@@ -144,7 +144,17 @@ async fn quiesce_continues_the_hosts_trace_and_exports_spans_and_metric_points()
     let sum = point.sum.unwrap();
     assert!((0.15..5.0).contains(&sum), "{sum}");
     assert_eq!(point.explicit_bounds.first(), Some(&0.001));
-    let text = agent.scrape();
+    // The receiver has the data before the agent's exporter sees the reply and counts it.
+    let exported = |text: &str, signal: &str| {
+        let series =
+            format!("guest_telemetry_exports_total{{result=\"success\",signal=\"{signal}\"}}");
+        sample(text, &series).unwrap_or(0.0) >= 1.0
+    };
+    let text = wait_for(Duration::from_secs(10), || {
+        let text = agent.scrape();
+        (exported(&text, "traces") && exported(&text, "metrics")).then_some(text)
+    })
+    .unwrap_or_else(|| agent.scrape());
     assert!(
         sample(
             &text,
