@@ -53,8 +53,14 @@ async fn docs_and_exposition_list_the_same_metrics_with_the_same_types() {
     agent.ping(&mut c).await;
     Agent::quiesce(&mut c, &fs.mp(), None).await;
     let w = Writer::start(&fs, "w");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = agent.scrape();
+    // With the observer up, wait until it has seen the writer blocked (that gauge only has
+    // samples while a writer is blocked).
+    let during = wait_for(Duration::from_secs(10), || {
+        let t = agent.scrape();
+        let ebpf = sample(&t, "guest_ebpf_up") == Some(1.0);
+        (!ebpf || t.contains("guest_fs_blocked_writers{")).then_some(t)
+    })
+    .expect("the blocked writer reached the metrics");
     Agent::thaw(&mut c).await;
     assert!(w.finish());
     let ebpf = sample(&during, "guest_ebpf_up") == Some(1.0);

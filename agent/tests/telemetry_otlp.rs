@@ -48,13 +48,24 @@ async fn quiesce_continues_the_hosts_trace_and_exports_spans_and_metric_points()
     tokio::time::sleep(Duration::from_millis(200)).await;
     Agent::thaw(&mut c).await;
 
-    // The Quiesce span and its subtree, once exported (batches leave every second).
+    // The Quiesce and Thaw spans and their subtrees, once exported (batches leave every second).
     let r = receiver.clone();
     let spans = tokio::task::spawn_blocking(move || {
         wait_for(Duration::from_secs(15), || {
             let spans = r.spans();
-            let done = spans.iter().any(|s| s.name == "fs.thaw")
-                && spans.iter().any(|s| s.name == "boxlite.v1.Guest/Quiesce");
+            // Everything asserted below: a server span ends after its children (the Thaw's
+            // after its response body), so it may come in a later batch than they do.
+            let done = [
+                "boxlite.v1.Guest/Quiesce",
+                "phase.presync",
+                "phase.freeze",
+                "fs.freeze",
+                "boxlite.v1.Guest/Thaw",
+                "phase.thaw",
+                "fs.thaw",
+            ]
+            .iter()
+            .all(|name| spans.iter().any(|s| s.name == *name));
             done.then_some(spans)
         })
     })
@@ -226,14 +237,16 @@ async fn an_absent_or_stalled_receiver_does_not_slow_quiesce_or_thaw() {
             "{what} receiver: median {median:?} max {max:?}; baseline median {:?} max {:?}",
             baseline.0, baseline.1
         );
+        // Loose against the baseline (measured at another moment of a possibly busy
+        // machine), tight against the 5 s export timeout a waiting call would show.
         assert!(
-            median <= baseline.0 + Duration::from_millis(250),
+            median <= baseline.0 + Duration::from_secs(1),
             "{what}: median {median:?} vs baseline {:?}",
             baseline.0
         );
         // A call that waited for an export would take the export timeout (5 s).
         assert!(
-            max < Duration::from_secs(3),
+            max < Duration::from_secs(4),
             "{what}: a cycle took {max:?}, about as long as an export timeout"
         );
         // The exports really failed meanwhile, and were counted, not waited for.

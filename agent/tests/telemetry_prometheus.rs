@@ -138,9 +138,11 @@ async fn prometheus_sees_one_freeze_its_duration_the_blocked_writers_and_the_pin
                 limit,
             )
             .unwrap();
+        // Each writer blocks from its start (up to ~1.5 s after the freeze on a loaded
+        // machine) until the thaw 3.5 s after the freeze.
         assert!(
-            longest > 2.0 * 3.0 && longest < 2.0 * (outer.as_secs_f64() + 0.5),
-            "two stalls of ~3.5 s each, total {longest}"
+            longest > 2.0 * 2.0 && longest < 2.0 * (outer.as_secs_f64() + 0.5),
+            "two stalls of up to 3.5 s each, total {longest}"
         );
         assert_eq!(
             prom.value("guest_fs_freezes_observed_total{origin=\"agent\"}", limit),
@@ -203,11 +205,11 @@ async fn scrapes_answer_at_once_while_a_quiesce_is_in_progress() {
     }
     use std::os::unix::fs::PermissionsExt;
     let fs = LoopFs::new(16);
-    // A freeze hook that takes 2 s keeps the Quiesce in progress (operation lock held).
+    // A freeze hook that takes 5 s keeps the Quiesce in progress (operation lock held).
     let hooks = fs.scratch().join("hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     let hook = hooks.join("10-slow");
-    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" = freeze ] && sleep 2\nexit 0\n").unwrap();
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" = freeze ] && sleep 5\nexit 0\n").unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let agent = Agent::start(
         fs.scratch(),
@@ -229,8 +231,9 @@ async fn scrapes_answer_at_once_while_a_quiesce_is_in_progress() {
     let get_metrics = t.elapsed();
     assert!(!quiesce.is_finished(), "both answered during the Quiesce");
     eprintln!("during Quiesce: /metrics {scrape:?}, GetMetrics {get_metrics:?}");
-    assert!(scrape < Duration::from_millis(300), "{scrape:?}");
-    assert!(get_metrics < Duration::from_millis(300), "{get_metrics:?}");
+    // Served at once, not after the Quiesce (seconds later); loose for a loaded machine.
+    assert!(scrape < Duration::from_millis(1500), "{scrape:?}");
+    assert!(get_metrics < Duration::from_millis(1500), "{get_metrics:?}");
     assert_eq!(sample(&text, "guest_fs_frozen_filesystems"), Some(0.0));
     assert_eq!(sample(&rpc, "guest_fs_frozen_filesystems"), Some(0.0));
     let mut c = quiesce.await.unwrap();

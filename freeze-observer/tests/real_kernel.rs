@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{close_to, is_root, wait_for, FreezeGuard, LoopFs, Writer, WriterKind, SERIAL};
+use common::{
+    close_to, is_root, wait_for, within, FreezeGuard, LoopFs, Writer, WriterKind, SERIAL,
+};
 use freeze_observer::{
     start, ContentionHook, EbpfMode, FreezeSource, LoadOptions, ObserverConfig, ObserverHandle,
     Origin, WriteLevel,
@@ -82,6 +84,7 @@ async fn fsfreeze_and_four_kinds_of_writers_are_seen_exactly() {
         .map(|&k| Writer::spawn(k, &b.mountpoint))
         .collect();
 
+    let freeze_started = Instant::now();
     let freeze = a.freeze();
     let frozen_at = Instant::now();
     for w in on_a.iter_mut().chain(on_b.iter_mut()) {
@@ -108,8 +111,11 @@ async fn fsfreeze_and_four_kinds_of_writers_are_seen_exactly() {
     assert_eq!(freeze_info.by.as_ref().unwrap().comm, "fsfreeze");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let thaw_started = Instant::now();
     freeze.thaw();
-    let frozen_for = frozen_at.elapsed();
+    // The kernel's freeze lies between the two fsfreeze runs: at least from the end of the
+    // first to the start of the second, at most from the start of one to the end of the other.
+    let frozen_for = (thaw_started - frozen_at)..=freeze_started.elapsed();
     let truth: Vec<(u32, WriterKind, Duration)> = on_a
         .iter_mut()
         .map(|w| (w.pid, w.kind, w.finish()))
@@ -131,7 +137,7 @@ async fn fsfreeze_and_four_kinds_of_writers_are_seen_exactly() {
     assert_eq!(last.origin, Origin::Other);
     let observed = last.duration.expect("duration known");
     assert!(
-        close_to(observed, frozen_for, TOLERANCE),
+        within(observed, &frozen_for, TOLERANCE),
         "freeze {observed:?} vs measured {frozen_for:?}"
     );
 
@@ -366,7 +372,16 @@ async fn raw_tracepoint_fallback_sees_the_same_stall() {
     let mut writer = Writer::spawn(WriterKind::MmapStore, &a.mountpoint);
     let freeze = a.freeze();
     writer.go();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            obs.snapshot()
+                .filesystem(&a.mountpoint)
+                .is_some_and(|f| f.blocked_writers.iter().any(|w| w.task.pid == writer.pid))
+        })
+        .await,
+        "the writer never blocked: {:#?}",
+        obs.snapshot()
+    );
     freeze.thaw();
     let took = writer.finish();
     assert!(

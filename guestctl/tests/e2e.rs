@@ -508,10 +508,13 @@ async fn malformed_hybrid_vsock_handshake_is_a_clear_error_not_a_hang() {
         let dir = tempfile::tempdir().unwrap();
         let sock = malformed_vmm(dir.path(), reply).await;
         let uri = format!("hvsock://{}:2695", sock.display());
+        // The silent case needs the short timeout; the fake VMM answers the others at once,
+        // but on a busy machine not always within half a second.
+        let timeout = if reply.is_none() { "0.5" } else { "5" };
         let started = Instant::now();
-        let o = guestctl(&["--connect", &uri, "--connect-timeout", "0.5", "ping"]).await;
+        let o = guestctl(&["--connect", &uri, "--connect-timeout", timeout, "ping"]).await;
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "{want}: took {:?}",
             started.elapsed()
         );

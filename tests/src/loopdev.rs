@@ -54,10 +54,7 @@ impl LoopDev {
         // attach; losetup reports that as a failure, so try again a few times.
         let mut last = None;
         for _ in 0..5 {
-            match run_ok(
-                "losetup",
-                &[OsStr::new("-f"), OsStr::new("--show"), image.as_os_str()],
-            ) {
+            match run_ok("losetup", &args) {
                 Ok(out) => {
                     let device = PathBuf::from(out.trim());
                     return Ok(Self {

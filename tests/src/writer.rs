@@ -250,8 +250,12 @@ mod tests {
 
     #[test]
     fn proc_state_reads_a_sleeping_child() {
-        let mut c = Command::new("sleep").arg("5").spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        let mut c = Command::new("sleep").arg("30").spawn().unwrap();
+        // A child just exec'd may still be runnable for a while on a busy machine.
+        let t = std::time::Instant::now();
+        while proc_state(c.id()) != Some('S') && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(proc_state(c.id()), Some('S'));
         c.kill().unwrap();
         c.wait().unwrap();
@@ -273,7 +277,8 @@ mod tests {
     async fn blocked_check_fails_when_nothing_is_frozen() {
         let s = Scratch::new().unwrap();
         let fs = LoopFs::new(&s, "a", FsType::Ext4, 32).unwrap();
-        let mut w = Writer::start(&s, &fs.join("f"), 64 << 10, Durability::Fsync).unwrap();
+        // Small and not synced: nothing on an unfrozen filesystem can keep it in D state.
+        let mut w = Writer::start(&s, &fs.join("f"), 4096, Durability::Dirty).unwrap();
         let e = w
             .assert_blocked(Duration::from_millis(500))
             .await

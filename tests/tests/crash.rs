@@ -168,7 +168,7 @@ async fn state_dir_on_a_freezable_fs_is_refused_and_the_agent_keeps_working() ->
     let t = Instant::now();
     rpc.ping().await??;
     assert!(
-        t.elapsed() < Duration::from_millis(100),
+        t.elapsed() < Duration::from_secs(1),
         "ping took {:?}",
         t.elapsed()
     );
@@ -305,7 +305,7 @@ async fn stuck_freeze_is_undone(presync: bool, expedite: bool) -> anyhow::Result
         pings.percentile(50.0) < Duration::from_millis(10),
         "{pings}"
     );
-    assert!(pings.max() < Duration::from_millis(100), "{pings}");
+    assert!(pings.max() < Duration::from_secs(1), "{pings}");
     let st = rpc.status().await??;
     assert!(st.operation_in_progress, "{st:?}");
     assert!(

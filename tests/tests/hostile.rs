@@ -712,7 +712,7 @@ async fn guestctl_fails_fast_on_a_broken_hybrid_vsock_handshake() -> anyhow::Res
         .await?;
         let took = t.elapsed();
         assert_eq!(out.code, Some(3), "{case}: {out}");
-        assert!(took < Duration::from_secs(3), "{case}: took {took:?}");
+        assert!(took < Duration::from_secs(8), "{case}: took {took:?}");
         let err = out.stderr.trim();
         assert_eq!(err.lines().count(), 1, "{case}: one line on stderr: {out}");
         assert!(err.starts_with("guestctl:"), "{case}: {out}");
@@ -778,7 +778,7 @@ async fn guestctl_fails_fast_when_the_stream_after_the_handshake_is_not_grpc() -
         let err = out.stderr.trim().to_string();
         println!("{case}: exit {:?} after {took:?}: {err}", out.code);
         // Not a hang, one line, and "could not connect" (3): no agent ever answered.
-        assert!(took < Duration::from_secs(4), "{case}: took {took:?}");
+        assert!(took < Duration::from_secs(8), "{case}: took {took:?}");
         assert_eq!(err.lines().count(), 1, "{case}: {out}");
         assert!(err.starts_with("guestctl:"), "{case}: {out}");
         if out.code != Some(3) {
@@ -813,7 +813,7 @@ async fn guestctl_fails_fast_when_the_stream_after_the_handshake_is_not_grpc() -
     assert!(matches!(out.code, Some(3) | Some(4)), "{out}");
     assert!(out.stderr.contains("timed out"), "{out}");
     assert!(
-        t.elapsed() < Duration::from_secs(4),
+        t.elapsed() < Duration::from_secs(8),
         "took {:?}",
         t.elapsed()
     );

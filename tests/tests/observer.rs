@@ -64,8 +64,19 @@ async fn external_freeze_seen(hook: &str) -> anyhow::Result<()> {
 
     let mp = fs.mp();
     let freeze = ExternalFreeze::freeze(fs.mountpoint())?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before_writer = rpc.status().await??;
+    let before_writer = match hook {
+        // The collector reports the freeze event when it gets to it.
+        "ioctl" => {
+            status_until(&mut rpc, |st| observed(st, &mp).is_some())
+                .await?
+                .1
+        }
+        // Nothing can report it; give a wrong report time to show up.
+        _ => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rpc.status().await??
+        }
+    };
     match hook {
         "ioctl" => {
             let o = observed(&before_writer, &mp).unwrap_or_else(|| {

@@ -477,10 +477,20 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
     let windows: Vec<(u64, u64, &BTreeSet<String>)> = matching
         .pairs
         .iter()
-        .map(|&(g, t)| {
+        .map(|&(g, _)| {
+            let gen = gens[g];
             let seen = seen_held_us.get(&deadlines[g]).copied().unwrap_or(0);
-            let frozen_by = gens[g].answered_us.min(gens[g].armed_us + 1000);
-            (frozen_by, thaws[t].0.max(seen), &gens[g].frozen)
+            let frozen_by = gen.answered_us.min(gen.armed_us + 1000);
+            // The pairing may be wrong when calls overlap; the Thaw that really ended this
+            // freeze is among those of its set answered after it was armed, so the earliest
+            // start among them is no later than the real thaw.
+            let thawed_after = thaws
+                .iter()
+                .filter(|(_, end, set)| *end > gen.armed_us && *set == gen.frozen)
+                .map(|(start, _, _)| *start)
+                .min()
+                .unwrap_or(0);
+            (frozen_by, thawed_after.max(seen), &gen.frozen)
         })
         .filter(|(from, to, _)| from < to)
         .collect();
@@ -535,10 +545,11 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
         windows.len()
     );
     // A freeze in force blocks the writer from its first write after FIFREEZE until the
-    // thaw, so it is almost always caught inside a write at arming; without a real freeze a
-    // write takes microseconds and the writer sleeps 500 us between records.
+    // thaw, so it is almost always caught inside a write at arming (all of them here on a
+    // quiet machine); without a real freeze a write takes microseconds and the writer sleeps
+    // 500 us between records (1 % with FIFREEZE made a no-op).
     assert!(
-        arming_pairs > 0 && arming_held * 4 >= arming_pairs * 3,
+        arming_pairs > 0 && arming_held * 2 >= arming_pairs,
         "the writer was inside a write at only {arming_held} of {arming_pairs} armings: were the filesystems really frozen?"
     );
     assert!(

@@ -1,6 +1,7 @@
 //! The watchdog: a host that vanishes after Quiesce must not leave the guest frozen. With
-//! `--freeze-timeout 2` the agent thaws by itself about 2 s after the freeze, records it,
-//! and reports it through FreezeStatus; a Thaw in time disarms it.
+//! `--freeze-timeout 5` the agent thaws by itself about 5 s after the freeze, records it,
+//! and reports it through FreezeStatus; a Thaw in time disarms it. Timeouts are seconds long
+//! so that what a test must do before the watchdog fires fits on a loaded machine.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ const FINISH: Duration = Duration::from_secs(20);
 async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
     let s = Scratch::new()?;
     let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
-    let agent = Agent::start(&s, &["--freeze-timeout", "2"]).await?;
+    let agent = Agent::start(&s, &["--freeze-timeout", "5"]).await?;
     let mut rpc = agent.rpc().await?;
 
     let before = now_ms();
@@ -23,12 +24,12 @@ async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
     assert_eq!(q.frozen_count, 1, "{}", summary(&q.filesystems));
     let deadline = q.watchdog_deadline_unix_ms;
     assert!(
-        deadline >= before + 1_900 && deadline <= now_ms() + 2_100,
+        deadline >= before + 4_900 && deadline <= now_ms() + 5_100,
         "deadline {deadline}, now {}",
         now_ms()
     );
     let st = rpc.status().await??;
-    assert_eq!(st.watchdog_timeout_ms, 2_000, "{st:?}");
+    assert_eq!(st.watchdog_timeout_ms, 5_000, "{st:?}");
     assert_eq!(st.watchdog_thaws, 0, "{st:?}");
 
     let mut w = Writer::start(&s, &fs.join("data"), 1 << 20, Durability::Fsync)?;
@@ -41,7 +42,7 @@ async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
             break st;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(8),
+            started.elapsed() < Duration::from_secs(15),
             "still frozen after {:?}: {st:?}",
             started.elapsed()
         );
@@ -50,7 +51,7 @@ async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
     let took = started.elapsed();
     println!("watchdog thawed {took:?} after the Quiesce");
     assert!(
-        took >= Duration::from_millis(1_800),
+        took >= Duration::from_millis(4_800),
         "thawed too early: {took:?}"
     );
     assert!(st.filesystems.is_empty(), "{st:?}");
@@ -82,23 +83,31 @@ async fn watchdog_thaws_when_no_thaw_arrives() -> anyhow::Result<()> {
 async fn thaw_in_time_disarms_the_watchdog() -> anyhow::Result<()> {
     let s = Scratch::new()?;
     let fs = LoopFs::new(&s, "a", FsType::Ext4, 32)?;
-    let agent = Agent::start(&s, &["--freeze-timeout", "1.5"]).await?;
+    let agent = Agent::start(&s, &["--freeze-timeout", "4"]).await?;
     let mut rpc = agent.rpc().await?;
-    rpc.quiesce(&[fs.mp()]).await??;
+    let first = rpc.quiesce(&[fs.mp()]).await??.watchdog_deadline_unix_ms;
     assert_eq!(rpc.thaw().await??.thawed_count, 1);
-    // A new freeze right away gets a fresh deadline; the old watchdog must not thaw it.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // A new freeze before the first deadline gets a fresh deadline; the first freeze's
+    // watchdog must not thaw it when the first deadline passes.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
     let q = rpc.quiesce(&[fs.mp()]).await??;
     assert_eq!(q.frozen_count, 1);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(q.watchdog_deadline_unix_ms > first + 1_000, "{q:?}");
+    let past_first = first + 500;
+    tokio::time::sleep(Duration::from_millis(past_first.saturating_sub(now_ms()))).await;
     let st = rpc.status().await??;
+    assert!(
+        now_ms() < q.watchdog_deadline_unix_ms,
+        "the test itself was too slow: past the second deadline too"
+    );
     assert!(
         st.frozen,
         "the first freeze's watchdog thawed the second freeze: {st:?}"
     );
     assert_eq!(st.watchdog_thaws, 0, "{st:?}");
     assert_eq!(rpc.thaw().await??.thawed_count, 1);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let second = q.watchdog_deadline_unix_ms + 500;
+    tokio::time::sleep(Duration::from_millis(second.saturating_sub(now_ms()))).await;
     let st = rpc.status().await??;
     assert_eq!(
         st.watchdog_thaws, 0,
@@ -119,7 +128,14 @@ async fn cancelled_quiesce_is_still_armed_and_thawed_by_the_watchdog() -> anyhow
     let hooks = s.join("hooks");
     std::fs::create_dir(&hooks)?;
     let hook = hooks.join("10-slow");
-    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" = freeze ] && sleep 1\nexit 0\n")?;
+    let started_marker = s.join("hook-started");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = freeze ] && {{ touch {}; sleep 1; }}\nexit 0\n",
+            started_marker.display()
+        ),
+    )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     let hooks_arg = hooks.display().to_string();
     let agent = Agent::start(&s, &["--freeze-timeout", "2", "--hooks-dir", &hooks_arg]).await?;
@@ -127,12 +143,20 @@ async fn cancelled_quiesce_is_still_armed_and_thawed_by_the_watchdog() -> anyhow
     // Cancel the call while the freeze hook still runs (dropping the request future resets
     // the HTTP/2 stream, which drops the server's handler).
     let mut cancelled = agent.rpc().await?;
-    let gave_up =
-        tokio::time::timeout(Duration::from_millis(300), cancelled.quiesce(&[fs.mp()])).await;
-    assert!(
-        gave_up.is_err(),
-        "the Quiesce should still be running: {gave_up:?}"
-    );
+    let selection = [fs.mp()];
+    let mut call = Box::pin(cancelled.quiesce(&selection));
+    let waiting = Instant::now();
+    while !started_marker.exists() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the freeze hook never started"
+        );
+        tokio::select! {
+            r = &mut call => panic!("the Quiesce should still be running: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    drop(call);
     drop(cancelled);
 
     let mut rpc = agent.rpc().await?;

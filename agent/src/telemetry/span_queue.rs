@@ -224,11 +224,14 @@ mod tests {
     struct Recorder {
         names: Arc<Mutex<Vec<String>>>,
         stall: bool,
+        /// Set when a stalling export has begun.
+        stuck: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl SpanExporter for Recorder {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
             if self.stall {
+                self.stuck.store(true, std::sync::atomic::Ordering::SeqCst);
                 std::future::pending::<()>().await;
             }
             self.names
@@ -278,12 +281,15 @@ mod tests {
             ..Recorder::default()
         };
         let stats = Arc::new(ExportStats::default());
+        // The stuck export outlasts the burst below however slow the machine is, so nothing
+        // leaves the queue meanwhile and the drop count is exact.
         let cfg = QueueConfig {
             capacity: 4,
             max_batch: 1,
             interval: Duration::from_millis(10),
-            export_timeout: Duration::from_millis(300),
+            export_timeout: Duration::from_secs(3),
         };
+        let stuck = rec.stuck.clone();
         let p = QueueingSpanProcessor::spawn(
             rec,
             cfg,
@@ -293,22 +299,33 @@ mod tests {
         let provider = provider(p);
         let tracer = provider.tracer("t");
         tracer.start("first").end();
-        // Let the export task pick up the first span and get stuck exporting it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Wait until the export task has picked up the first span and is stuck exporting it.
+        let waiting = Instant::now();
+        while !stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(5),
+                "export never began"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let started = Instant::now();
         for _ in 0..100 {
             tracer.start("x").end();
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "{:?}",
-            started.elapsed()
-        );
+        // Ending a span never waits for the exporter (a blocked end would take 3 s).
+        let burst = started.elapsed();
+        assert!(burst < Duration::from_secs(1), "{burst:?}");
         // 4 fit in the queue, the rest is dropped at once.
         assert_eq!(stats.dropped(DropReason::QueueFull), 96);
         // The stuck export times out and its span counts as dropped.
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(stats.dropped(DropReason::ExportFailed) >= 1);
+        let waiting = Instant::now();
+        while stats.dropped(DropReason::ExportFailed) == 0 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "export never timed out"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(stats.exports(Signal::Traces, false) >= 1);
     }
 }

@@ -351,3 +351,12 @@ pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub fn close_to(a: Duration, b: Duration, tolerance: Duration) -> bool {
     a.abs_diff(b) <= tolerance
 }
+
+/// Whether `a` lies in `range` widened by `tolerance` on both sides.
+pub fn within(
+    a: Duration,
+    range: &std::ops::RangeInclusive<Duration>,
+    tolerance: Duration,
+) -> bool {
+    a + tolerance >= *range.start() && a <= *range.end() + tolerance
+}

@@ -113,6 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn exit_codes_and_environment() {
+        let _serial = crate::snapshot::signals::SIGNAL_TESTS.lock().await;
         let i = Interrupts::install().unwrap();
         let ok = run(&spec(&["sh", "-c", "test \"$GUESTCTL_TEST_VAR\" = 42"]), &i).await;
         assert!(

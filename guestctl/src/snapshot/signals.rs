@@ -73,6 +73,11 @@ impl Drop for Interrupts {
     }
 }
 
+/// Held by every unit test that installs [`Interrupts`]: signal listeners are process-wide,
+/// so a signal one test raises would reach another test's listener.
+#[cfg(test)]
+pub(crate) static SIGNAL_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +85,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_is_remembered_not_fatal() {
+        let _serial = SIGNAL_TESTS.lock().await;
         let i = Interrupts::install().unwrap();
         assert_eq!(i.received(), None);
         nix::sys::signal::raise(Signal::SIGTERM).unwrap();

@@ -102,10 +102,16 @@ mod tests {
     #[test]
     fn finds_a_sleeping_thread_and_not_a_blocked_one() {
         let mut c = std::process::Command::new("sleep")
-            .arg("5")
+            .arg("30")
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // A child just exec'd may still be runnable for a while on a busy machine.
+        let t = std::time::Instant::now();
+        while threads_in_state(c.id(), 'S').is_empty()
+            && t.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(threads_in_state(c.id(), 'S'), vec![c.id()]);
         assert!(threads_in_state(c.id(), 'D').is_empty());
         c.kill().unwrap();
