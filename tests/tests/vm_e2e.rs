@@ -162,7 +162,8 @@ fn ebpf_source(vm: &Vm) -> Result<String> {
 
 /// Polls FreezeStatus while frozen until the observer lists the writer blocked on the volume.
 fn writer_seen_blocked(vm: &Vm) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Well inside the watchdog's FREEZE_TIMEOUT, loose for an emulated CPU shared by two VMs.
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let status = vm.rpc().freeze_status()?;
         assert!(
@@ -480,7 +481,7 @@ fn watchdog_thaws_when_the_host_is_gone(vm: &mut Vm) -> Result<()> {
     assert_eq!(vm_sample(&text, "guest_fs_frozen_filesystems", &[]), 0.0);
     let late = event.at_unix_ms as i64 - freeze.watchdog_deadline_unix_ms as i64;
     assert!(
-        (0..2000).contains(&late),
+        (0..5000).contains(&late),
         "the watchdog thawed {late} ms after its deadline"
     );
     Ok(())
