@@ -10,7 +10,7 @@ use guest_proto::v1::guest_metrics_client::GuestMetricsClient;
 use guest_proto::v1::{GetMetricsRequest, PingRequest, QuiesceRequest, ThawRequest};
 use tonic::transport::Channel;
 
-use super::{free_port, http_get, wait_for};
+use super::{free_ports, http_get, wait_for};
 
 /// A running agent: gRPC on `grpc`, `/metrics` on `metrics`, state dir on tmpfs. Drop sends
 /// SIGTERM (the agent thaws on the way out) and reaps it, SIGKILL after 10 s.
@@ -33,7 +33,7 @@ impl Agent {
 
     /// Like [`Agent::start`], with the agent's stderr (its log) going to `stderr`.
     pub fn start_with_stderr(scratch: &Path, extra: &[&str], stderr: Stdio) -> Self {
-        let (g, m) = (free_port(), free_port());
+        let [g, m] = free_ports::<2>();
         let grpc: SocketAddr = format!("127.0.0.1:{g}").parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{m}").parse().unwrap();
         let state_dir = PathBuf::from(format!("/run/telemetry-test-{}-{g}", std::process::id()));
