@@ -10,6 +10,7 @@
 //! randomised schedules that can be replayed.
 
 pub mod fakevmm;
+pub mod history;
 pub mod hookdir;
 pub mod latency;
 pub mod prng;
