@@ -30,6 +30,34 @@ use crate::{btf::Btf, mountinfo};
 pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
+/// `FromStr` and `Display` for a command-line choice, from one table of names; the parse error
+/// lists the accepted names.
+macro_rules! named_choice {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        concat!("invalid ", $what, " `{}` (expected one of:", $(" ", $name,)+ ")"),
+                        other
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $(Self::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
 /// `--ebpf auto|required|off`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EbpfMode {
@@ -42,30 +70,7 @@ pub enum EbpfMode {
     Off,
 }
 
-impl FromStr for EbpfMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "required" => Ok(Self::Required),
-            "off" => Ok(Self::Off),
-            other => Err(format!(
-                "invalid eBPF mode `{other}` (expected auto, required or off)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for EbpfMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Required => "required",
-            Self::Off => "off",
-        })
-    }
-}
+named_choice!(EbpfMode, "eBPF mode", { Auto => "auto", Required => "required", Off => "off" });
 
 /// Where freezes are observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +111,13 @@ pub enum FreezeHook {
     None,
 }
 
+named_choice!(FreezeHook, "freeze hook", {
+    Auto => "auto",
+    Fexit => "fexit",
+    Ioctl => "ioctl",
+    None => "none",
+});
+
 impl FreezeHook {
     /// The forced source, or `None` for auto.
     pub const fn forced(self) -> Option<FreezeSource> {
@@ -115,33 +127,6 @@ impl FreezeHook {
             Self::Ioctl => Some(FreezeSource::IoctlTracepoints),
             Self::None => Some(FreezeSource::None),
         }
-    }
-}
-
-impl FromStr for FreezeHook {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "fexit" => Ok(Self::Fexit),
-            "ioctl" => Ok(Self::Ioctl),
-            "none" => Ok(Self::None),
-            other => Err(format!(
-                "invalid freeze hook `{other}` (expected auto, fexit, ioctl or none)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for FreezeHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Fexit => "fexit",
-            Self::Ioctl => "ioctl",
-            Self::None => "none",
-        })
     }
 }
 
@@ -601,14 +586,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_parse_and_print() {
+    fn modes_and_hooks_parse_and_print() {
         for m in [EbpfMode::Auto, EbpfMode::Required, EbpfMode::Off] {
             assert_eq!(m.to_string().parse::<EbpfMode>().unwrap(), m);
         }
-        assert!("sometimes"
-            .parse::<EbpfMode>()
-            .unwrap_err()
-            .contains("auto, required or off"));
+        for h in [
+            FreezeHook::Auto,
+            FreezeHook::Fexit,
+            FreezeHook::Ioctl,
+            FreezeHook::None,
+        ] {
+            assert_eq!(h.to_string().parse::<FreezeHook>().unwrap(), h);
+        }
+        assert_eq!(FreezeHook::Ioctl.to_string(), "ioctl");
+        assert_eq!(
+            "sometimes".parse::<EbpfMode>().unwrap_err(),
+            "invalid eBPF mode `sometimes` (expected one of: auto required off)"
+        );
     }
 
     #[test]

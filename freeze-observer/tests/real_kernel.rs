@@ -244,12 +244,7 @@ async fn frozen_before_load_still_attributes_writers() {
     let obs = observer(false).await;
     writer.go();
     assert!(
-        wait_for(Duration::from_secs(2), || {
-            obs.snapshot()
-                .filesystem(&a.mountpoint)
-                .is_some_and(|f| f.blocked_writers.iter().any(|w| w.task.pid == writer.pid))
-        })
-        .await,
+        writer_seen_blocked(&obs, &a, &writer).await,
         "writer on a fs frozen before load not seen: {:#?}",
         obs.snapshot()
     );
@@ -272,9 +267,19 @@ async fn frozen_before_load_still_attributes_writers() {
     thaw_and_check_the_stall(&obs, &a, freeze, &mut writer).await;
 }
 
+/// Waits until the observer lists `writer` blocked on `fs`.
+async fn writer_seen_blocked(obs: &ObserverHandle, fs: &LoopFs, writer: &Writer) -> bool {
+    wait_for(Duration::from_secs(5), || {
+        obs.snapshot()
+            .filesystem(&fs.mountpoint)
+            .is_some_and(|f| f.blocked_writers.iter().any(|w| w.task.pid == writer.pid))
+    })
+    .await
+}
+
 /// Thaws, lets `writer` finish and checks the observer's one completed stall on `fs` against
-/// the writer's own clock (pid, WRITE level, duration within [`TOLERANCE`]); also waits until
-/// the observer no longer reports the filesystem frozen.
+/// the writer's own clock (pid, the level of its kind of write, duration within
+/// [`TOLERANCE`]); also waits until the observer no longer reports the filesystem frozen.
 async fn thaw_and_check_the_stall(
     obs: &ObserverHandle,
     fs: &LoopFs,
@@ -296,7 +301,10 @@ async fn thaw_and_check_the_stall(
     let stall = obs.snapshot().filesystem(&fs.mountpoint).unwrap().stalls[0].clone();
     assert_eq!(
         (stall.task.pid, stall.level),
-        (writer.pid, WriteLevel::Write)
+        (
+            writer.pid,
+            WriteLevel::from_level(writer.kind.level()).unwrap()
+        )
     );
     assert!(
         close_to(stall.duration, took, TOLERANCE),
@@ -373,37 +381,11 @@ async fn raw_tracepoint_fallback_sees_the_same_stall() {
     let freeze = a.freeze();
     writer.go();
     assert!(
-        wait_for(Duration::from_secs(5), || {
-            obs.snapshot()
-                .filesystem(&a.mountpoint)
-                .is_some_and(|f| f.blocked_writers.iter().any(|w| w.task.pid == writer.pid))
-        })
-        .await,
+        writer_seen_blocked(&obs, &a, &writer).await,
         "the writer never blocked: {:#?}",
         obs.snapshot()
     );
-    freeze.thaw();
-    let took = writer.finish();
-    assert!(
-        wait_for(Duration::from_secs(2), || {
-            obs.snapshot()
-                .filesystem(&a.mountpoint)
-                .is_some_and(|f| f.stalls.len() == 1)
-        })
-        .await,
-        "{:#?}",
-        obs.snapshot()
-    );
-    let stall = obs.snapshot().filesystem(&a.mountpoint).unwrap().stalls[0].clone();
-    assert_eq!(
-        (stall.task.pid, stall.level),
-        (writer.pid, WriteLevel::PageFault)
-    );
-    assert!(
-        close_to(stall.duration, took, TOLERANCE),
-        "{:?} vs {took:?}",
-        stall.duration
-    );
+    thaw_and_check_the_stall(&obs, &a, freeze, &mut writer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,7 +150,7 @@ async fn an_unknown_freeze_hook_is_refused_at_start() -> anyhow::Result<()> {
     assert_eq!(status.code(), Some(2), "{}", agent.logs());
     let logs = agent.logs();
     assert!(
-        logs.contains("expected auto, fexit, ioctl or none"),
+        logs.contains("invalid freeze hook `kprobe` (expected one of: auto fexit ioctl none)"),
         "the refusal should name the choices: {logs}"
     );
     Ok(())
