@@ -48,7 +48,7 @@ async fn docs_and_exposition_list_the_same_metrics_with_the_same_types() {
         return;
     }
     let fs = LoopFs::new(16);
-    let agent = Agent::start(fs.scratch(), &["--ebpf", "auto"]);
+    let agent = Agent::start(fs.scratch(), &["--ebpf", "required"]);
     let mut c = agent.client().await;
     agent.ping(&mut c).await;
     Agent::quiesce(&mut c, &fs.mp(), None).await;

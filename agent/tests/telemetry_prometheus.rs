@@ -18,7 +18,7 @@ async fn prometheus_sees_one_freeze_its_duration_the_blocked_writers_and_the_pin
         return;
     }
     let fs = LoopFs::new(32);
-    let agent = Agent::start(fs.scratch(), &["--ebpf", "auto"]);
+    let agent = Agent::start(fs.scratch(), &["--ebpf", "required"]);
     let prom = Prometheus::start(agent.metrics);
     let mp = fs.mp();
     let mut c = agent.client().await;

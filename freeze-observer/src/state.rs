@@ -120,6 +120,18 @@ pub struct FreezeInfo {
     pub origin: Origin,
 }
 
+impl FreezeInfo {
+    /// A freeze known only from its effect (a probe, a blocked writer): no time, no freezer.
+    pub const fn unknown() -> Self {
+        Self {
+            since: None,
+            since_monotonic_ns: None,
+            by: None,
+            origin: Origin::Unknown,
+        }
+    }
+}
+
 /// A writer asleep on a frozen filesystem right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockedWriter {
@@ -435,12 +447,7 @@ impl ObserverState {
                 }
                 fs.inferred = found && no_hook;
                 let freeze = if found {
-                    FreezeInfo {
-                        since: None,
-                        since_monotonic_ns: None,
-                        by: None,
-                        origin: Origin::Unknown,
-                    }
+                    FreezeInfo::unknown()
                 } else {
                     FreezeInfo {
                         since: Some(Clock::wall(ev.ts_ns)),
@@ -495,12 +502,7 @@ impl ObserverState {
                 if fs.public.frozen.is_none() {
                     // Frozen by a path no hook sees (or no freeze hook at all): the kernel
                     // checked the frozen level before reporting this writer.
-                    fs.public.frozen = Some(FreezeInfo {
-                        since: None,
-                        since_monotonic_ns: None,
-                        by: None,
-                        origin: Origin::Unknown,
-                    });
+                    fs.public.frozen = Some(FreezeInfo::unknown());
                     fs.inferred = true;
                 }
                 Some(ObserverEvent::WriterBlocked {
@@ -513,8 +515,10 @@ impl ObserverState {
                 let level = WriteLevel::from_level(ev.level)?;
                 let fs = self.entry(ev, mountpoint);
                 fs.blocked.remove(&ev.tid);
-                if fs.inferred {
-                    // The writer got its level back: the filesystem was thawed.
+                if fs.inferred && fs.blocked.is_empty() {
+                    // The last writer got its level back: the filesystem was thawed. (While
+                    // another writer is still blocked it is frozen again, or still: a writer
+                    // woken by one thaw may report after a writer blocked by the next freeze.)
                     fs.public.frozen = None;
                     fs.inferred = false;
                 }
@@ -807,6 +811,25 @@ mod tests {
         let fs = &st.snapshot().filesystems[0];
         assert!(fs.frozen.is_none(), "the writer resumed, so it was thawed");
         assert_eq!(fs.stalls_total, 1);
+    }
+
+    #[test]
+    fn an_inferred_freeze_lasts_while_any_writer_is_blocked() {
+        let mut st =
+            ObserverState::new(AGENT, FreezeSource::None, "t".into(), ContentionHook::TpBtf);
+        let mut other = stall(EventKind::StallBegin, 20);
+        other.tid = 9;
+        st.apply(&stall(EventKind::StallBegin, 10), Some("/mnt/a".into()));
+        st.apply(&other, None);
+        // The first writer resumes (woken by a thaw) after the second blocked (on the next
+        // freeze): the filesystem is still frozen.
+        st.apply(&stall(EventKind::StallEnd, 30), None);
+        let fs = &st.snapshot().filesystems[0];
+        assert!(fs.frozen.is_some(), "writer 9 still proves a freeze");
+        other.kind = EventKind::StallEnd as u32;
+        other.ts_ns = 40_000_000;
+        st.apply(&other, None);
+        assert!(st.snapshot().filesystems[0].frozen.is_none());
     }
 
     #[test]

@@ -679,9 +679,13 @@ async fn guestctl_fails_fast_on_a_broken_hybrid_vsock_handshake() -> anyhow::Res
         (
             "no newline, then silence",
             reply(b"OK 5"),
-            "no reply to CONNECT 2695",
+            "no reply to CONNECT 2695 within 1s",
         ),
-        ("silence", VmmBehaviour::Silent, "no reply to CONNECT 2695"),
+        (
+            "silence",
+            VmmBehaviour::Silent,
+            "no reply to CONNECT 2695 within 1s",
+        ),
         (
             "closed at once",
             VmmBehaviour::Close,

@@ -427,17 +427,21 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
     );
     let mut verified = 0;
     let mut held = 0;
-    let (mut arming_pairs, mut arming_held) = (0, 0);
+    // Per filesystem: (freezes of it, freezes where its writer was inside a write at arming).
+    let mut arming: Vec<(String, usize, usize)> = Vec::new();
     for (w, fs) in writers.into_iter().zip([&a, &b]) {
         let (id, path) = (w.id(), w.path().to_path_buf());
         let (stats, log) = w.join_logged(Duration::from_secs(30))?;
         verified += records::verify(&path, id, stats.records)?;
-        for &(g, _) in &matching.pairs {
-            if gens[g].frozen.contains(&fs.mp()) {
-                arming_pairs += 1;
-                arming_held += usize::from(in_write_at(&log, gens[g].armed_us));
-            }
-        }
+        let armings: Vec<u64> = matching
+            .pairs
+            .iter()
+            .map(|&(g, _)| gens[g])
+            .filter(|g| g.frozen.contains(&fs.mp()))
+            .map(|g| g.armed_us)
+            .collect();
+        let caught = armings.iter().filter(|&&at| in_write_at(&log, at)).count();
+        arming.push((fs.mp(), armings.len(), caught));
         for (from, to, set) in windows.iter().filter(|(_, _, set)| set.contains(&fs.mp())) {
             match window_seen(&log, *from, *to) {
                 WindowSeen::Held => held += 1,
@@ -461,17 +465,19 @@ async fn sixteen_clients_at_random_never_double_freeze_or_thaw_foreign() -> anyh
     );
     println!("stress: {verified} records verified from disk");
     println!(
-        "stress: the writer was inside a write(2) when the freeze was armed in {arming_held} of {arming_pairs} (freeze, filesystem) pairs; {} certainly-frozen windows, held through {held}",
+        "stress: (filesystem, freezes, writer inside a write(2) at arming): {arming:?}; {} certainly-frozen windows, held through {held}",
         windows.len()
     );
     // A freeze in force blocks the writer from its first write after FIFREEZE until the
     // thaw, so it is almost always caught inside a write at arming (all of them here on a
     // quiet machine); without a real freeze a write takes microseconds and the writer sleeps
     // 500 us between records (1 % with FIFREEZE made a no-op).
-    assert!(
-        arming_pairs > 0 && arming_held * 2 >= arming_pairs,
-        "the writer was inside a write at only {arming_held} of {arming_pairs} armings: were the filesystems really frozen?"
-    );
+    for (mp, pairs, caught) in &arming {
+        assert!(
+            *pairs > 0 && caught * 2 >= *pairs,
+            "{mp}: the writer was inside a write at only {caught} of {pairs} armings: was it really frozen?"
+        );
+    }
     assert!(
         freezes >= 10,
         "too few freezes to mean anything: {counts:?}"

@@ -101,6 +101,10 @@ async fn thaw_in_time_disarms_the_watchdog() -> anyhow::Result<()> {
         "the test itself was too slow: past the second deadline too"
     );
     assert!(
+        fsfreeze::is_frozen(fs.mountpoint())?,
+        "the kernel no longer holds the second freeze"
+    );
+    assert!(
         st.frozen,
         "the first freeze's watchdog thawed the second freeze: {st:?}"
     );
@@ -176,6 +180,10 @@ async fn cancelled_quiesce_is_still_armed_and_thawed_by_the_watchdog() -> anyhow
     assert!(
         frozen.watchdog_deadline_unix_ms > 0,
         "frozen without a watchdog: {frozen:?}"
+    );
+    assert!(
+        fsfreeze::is_frozen(fs.mountpoint())?,
+        "the cancelled Quiesce reports a freeze the kernel does not hold"
     );
     // ...and the watchdog thaws it.
     loop {

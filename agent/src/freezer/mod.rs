@@ -265,9 +265,11 @@ impl Freezer {
                 let r = presync::presync(&paths, &cfg);
                 tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
             }
-            // Set before the phase timer starts and put back after it stops: the sysfs writes
-            // are not freeze time.
-            let expedited = this.inner.cfg.expedite_rcu.then(|| this.inner.rcu.begin());
+            // Set before the phase timer starts and put back right after the last FIFREEZE
+            // (outside the phase timer, though already while frozen: a sysfs write and the
+            // unlink of a marker on the tmpfs state dir). Not set when nothing is to be frozen.
+            let expedited =
+                (this.inner.cfg.expedite_rcu && !steps.is_empty()).then(|| this.inner.rcu.begin());
             let phase = telemetry::phase(Phase::Freeze);
             let res = worker::freeze_all(
                 &steps,

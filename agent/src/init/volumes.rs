@@ -337,7 +337,10 @@ fn run_tool_accepting(
     if ok(out.status.code()) {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The error is usually on stderr; e2fsck reports on stdout. One line apart, so they
+    // do not run together.
+    let mut text = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    text.push('\n');
     text.push_str(&String::from_utf8_lossy(&out.stdout));
     Err(VolumeError::Tool {
         program: program.to_path_buf(),

@@ -105,6 +105,8 @@ mod tests {
         assert_eq!(window_seen(&log, 10, 50), WindowSeen::Held);
         // The write starting at 20 returned at 100, inside 10..150: not frozen.
         assert_eq!(window_seen(&log, 10, 150), WindowSeen::Escaped(w(20, 100)));
+        // Returning exactly when the window ends is not inside it.
+        assert_eq!(window_seen(&log, 10, 100), WindowSeen::Held);
         // A write in flight when the window opened counts only if it lasted through it.
         assert_eq!(window_seen(&log, 3, 6), WindowSeen::Quiet);
         assert_eq!(window_seen(&log, 30, 90), WindowSeen::Held);
@@ -136,6 +138,22 @@ mod tests {
         // A thaw of another set does not end a freeze.
         let m = match_thaws(&[&g1], &[(2_000, 3_000, a.clone())]);
         assert_eq!((m.unended, m.unmatched), (vec![0], vec![0]));
+        // Two thaws of the set could end the first freeze; the one answered first does, and
+        // the other is left for the next freeze of the same set.
+        let (h1, h2) = (gen(1_000, &ab), gen(5_000, &ab));
+        let two = vec![(3_000, 7_000, ab.clone()), (2_000, 4_000, ab.clone())];
+        let m = match_thaws(&[&h1, &h2], &two);
+        assert_eq!(m.pairs, [(0, 1), (1, 0)]);
+        // A thaw answered before the freeze was armed cannot have ended it.
+        let m = match_thaws(&[&g2], &[(3_000, 4_900, a.clone())]);
+        assert_eq!((m.unended, m.unmatched), (vec![0], vec![0]));
+        // The next arm is known to the millisecond: a thaw starting 0.5 ms after the recorded
+        // next arm may still have ended the first freeze.
+        let m = match_thaws(
+            &[&g1, &g2],
+            &[(5_500, 6_000, ab.clone()), (6_500, 9_000, a)],
+        );
+        assert_eq!(m.pairs, [(0, 0), (1, 1)]);
     }
 
     #[test]
