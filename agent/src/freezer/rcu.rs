@@ -37,8 +37,9 @@ pub struct RcuExpedite {
 /// Holds `rcu_expedited` set; puts the old value back when dropped.
 #[derive(Debug)]
 #[must_use = "grace periods are expedited only while the guard lives"]
-pub struct ExpediteGuard {
-    restore: Option<(PathBuf, Option<PathBuf>)>,
+pub struct ExpediteGuard<'a> {
+    /// The knob this guard set, `None` when it changed nothing.
+    set: Option<&'a RcuExpedite>,
 }
 
 impl RcuExpedite {
@@ -52,13 +53,14 @@ impl RcuExpedite {
 
     /// Sets the knob if it is clear. Never fails: a knob that cannot be read or written
     /// (no sysfs, read-only sysfs in a container) only costs speed, and is logged at debug.
-    pub fn begin(&self) -> ExpediteGuard {
+    pub fn begin(&self) -> ExpediteGuard<'_> {
+        let unchanged = ExpediteGuard { set: None };
         match fs::read_to_string(&self.knob) {
             Ok(v) if v.trim() == "0" => {}
-            Ok(_) => return ExpediteGuard { restore: None },
+            Ok(_) => return unchanged,
             Err(e) => {
                 tracing::debug!(knob = %self.knob.display(), error = %e, "rcu_expedited unavailable");
-                return ExpediteGuard { restore: None };
+                return unchanged;
             }
         }
         if let Some(m) = &self.marker {
@@ -69,11 +71,17 @@ impl RcuExpedite {
         if let Err(e) = fs::write(&self.knob, b"1") {
             tracing::debug!(knob = %self.knob.display(), error = %e, "cannot set rcu_expedited");
             self.remove_marker();
-            return ExpediteGuard { restore: None };
+            return unchanged;
         }
-        ExpediteGuard {
-            restore: Some((self.knob.clone(), self.marker.clone())),
-        }
+        ExpediteGuard { set: Some(self) }
+    }
+
+    /// Puts the knob back to 0, then drops the marker (kept when the write fails, so the next
+    /// agent tries again).
+    fn restore(&self) -> std::io::Result<()> {
+        fs::write(&self.knob, b"0")?;
+        self.remove_marker();
+        Ok(())
     }
 
     /// Start-up: a marker left by an agent that died with the knob set means the knob is
@@ -83,7 +91,7 @@ impl RcuExpedite {
         if !m.exists() {
             return false;
         }
-        let restored = match fs::write(&self.knob, b"0") {
+        match self.restore() {
             Ok(()) => {
                 tracing::warn!(knob = %self.knob.display(),
                     "a previous agent died with RCU grace periods expedited; put the knob back to 0");
@@ -94,9 +102,7 @@ impl RcuExpedite {
                     "cannot put rcu_expedited back after a previous agent died");
                 false
             }
-        };
-        self.remove_marker();
-        restored
+        }
     }
 
     fn remove_marker(&self) {
@@ -106,24 +112,19 @@ impl RcuExpedite {
     }
 }
 
-impl ExpediteGuard {
+impl ExpediteGuard<'_> {
     /// True when this guard changed the knob (and will put it back).
     pub fn active(&self) -> bool {
-        self.restore.is_some()
+        self.set.is_some()
     }
 }
 
-impl Drop for ExpediteGuard {
+impl Drop for ExpediteGuard<'_> {
     fn drop(&mut self) {
-        let Some((knob, marker)) = self.restore.take() else {
-            return;
-        };
-        if let Err(e) = fs::write(&knob, b"0") {
-            tracing::warn!(knob = %knob.display(), error = %e, "cannot put rcu_expedited back to 0");
-            return;
-        }
-        if let Some(m) = marker {
-            let _ = fs::remove_file(m);
+        if let Some(r) = self.set.take() {
+            if let Err(e) = r.restore() {
+                tracing::warn!(knob = %r.knob.display(), error = %e, "cannot put rcu_expedited back to 0");
+            }
         }
     }
 }
