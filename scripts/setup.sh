@@ -36,6 +36,7 @@ if [[ -x "$here/setup-vm.sh" ]]; then
     "$here/setup-vm.sh"
 fi
 "$here/setup-clients-go.sh"   # Debian's Go gRPC + protoc plugins for the Go conformance client
+"$here/setup-clients-python.sh"   # venv with pinned grpcio packages for the Python conformance client
 
 # cargo-fuzz and the nightly's rust-src for the bounded fuzz run in `make test`.
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
