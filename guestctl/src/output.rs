@@ -1,14 +1,16 @@
 //! What each command prints: one serde report per command, rendered either as JSON (one
 //! object on one line) or as text for people. Rendering is pure (the current time is a
-//! parameter) so it is unit tested.
+//! parameter) so it is unit tested. `status`, the largest, has its own module.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use guest_proto::v1::{
-    FilesystemResult, FreezeStatusResponse, FrozenFilesystem, FsOutcome, WatchdogEvent,
-};
+use guest_proto::v1::{FilesystemResult, FsOutcome};
 use serde::Serialize;
+
+mod status;
+
+pub use status::StatusReport;
 
 /// Human-readable rendering of a report.
 pub trait Render {
@@ -174,174 +176,6 @@ impl Render for ThawReport {
     }
 }
 
-/// One filesystem the agent holds frozen.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct FrozenRow {
-    /// Mountpoint.
-    pub mountpoint: String,
-    /// Filesystem type.
-    pub fstype: String,
-    /// Mount source.
-    pub device: String,
-    /// Superblock device id.
-    pub dev_id: String,
-    /// When its freeze completed (unix ms).
-    pub frozen_since_unix_ms: u64,
-}
-
-impl From<&FrozenFilesystem> for FrozenRow {
-    fn from(f: &FrozenFilesystem) -> Self {
-        FrozenRow {
-            mountpoint: f.mountpoint.clone(),
-            fstype: f.fstype.clone(),
-            device: f.device.clone(),
-            dev_id: f.dev_id.clone(),
-            frozen_since_unix_ms: f.frozen_since_unix_ms,
-        }
-    }
-}
-
-/// The last automatic thaw by the watchdog.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct WatchdogRow {
-    /// When it happened (unix ms).
-    pub at_unix_ms: u64,
-    /// How many filesystems it thawed.
-    pub thawed_count: u32,
-    /// Which.
-    pub mountpoints: Vec<String>,
-}
-
-impl From<&WatchdogEvent> for WatchdogRow {
-    fn from(w: &WatchdogEvent) -> Self {
-        WatchdogRow {
-            at_unix_ms: w.at_unix_ms,
-            thawed_count: w.thawed_count,
-            mountpoints: w.mountpoints.clone(),
-        }
-    }
-}
-
-/// Result of `status`.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct StatusReport {
-    /// Whether the agent holds anything frozen.
-    pub frozen: bool,
-    /// When the current freeze started (unix ms; 0 when not frozen).
-    pub frozen_since_unix_ms: u64,
-    /// When the watchdog thaws (unix ms; 0 when not frozen).
-    pub watchdog_deadline_unix_ms: u64,
-    /// Time left until the watchdog thaws, by the host's clock (null when not frozen).
-    pub watchdog_remaining_ms: Option<u64>,
-    /// Configured watchdog timeout.
-    pub watchdog_timeout_ms: u64,
-    /// A quiesce or thaw is running right now.
-    pub operation_in_progress: bool,
-    /// What is frozen.
-    pub filesystems: Vec<FrozenRow>,
-    /// The most recent watchdog thaw, if any.
-    pub last_watchdog_thaw: Option<WatchdogRow>,
-    /// Watchdog thaws since the agent started.
-    pub watchdog_thaws: u64,
-    /// Filesystems thawed at agent start-up because a previous agent died holding them.
-    pub recovered_thaws: u64,
-}
-
-impl StatusReport {
-    /// Builds the report; `now_ms` computes the remaining watchdog time.
-    pub fn new(s: &FreezeStatusResponse, now_ms: u64) -> Self {
-        StatusReport {
-            frozen: s.frozen,
-            frozen_since_unix_ms: s.frozen_since_unix_ms,
-            watchdog_deadline_unix_ms: s.watchdog_deadline_unix_ms,
-            watchdog_remaining_ms: (s.watchdog_deadline_unix_ms != 0)
-                .then(|| s.watchdog_deadline_unix_ms.saturating_sub(now_ms)),
-            watchdog_timeout_ms: s.watchdog_timeout_ms,
-            operation_in_progress: s.operation_in_progress,
-            filesystems: s.filesystems.iter().map(FrozenRow::from).collect(),
-            last_watchdog_thaw: s.last_watchdog_thaw.as_ref().map(WatchdogRow::from),
-            watchdog_thaws: s.watchdog_thaws,
-            recovered_thaws: s.recovered_thaws,
-        }
-    }
-}
-
-impl Render for StatusReport {
-    fn human(&self, now_ms: u64) -> String {
-        let mut out = String::new();
-        if self.frozen {
-            out.push_str(&format!(
-                "frozen: yes, {} filesystem(s) since {} ({})\n",
-                self.filesystems.len(),
-                fmt_unix_ms(self.frozen_since_unix_ms),
-                fmt_relative(self.frozen_since_unix_ms, now_ms)
-            ));
-        } else {
-            out.push_str("frozen: no\n");
-        }
-        out.push_str(&format!(
-            "watchdog: timeout {}",
-            fmt_ms(self.watchdog_timeout_ms)
-        ));
-        if self.watchdog_deadline_unix_ms != 0 {
-            out.push_str(&format!(
-                ", thaws at {} ({})",
-                fmt_unix_ms(self.watchdog_deadline_unix_ms),
-                fmt_relative(self.watchdog_deadline_unix_ms, now_ms)
-            ));
-        }
-        out.push('\n');
-        if !self.filesystems.is_empty() {
-            let rows: Vec<Vec<String>> = self
-                .filesystems
-                .iter()
-                .map(|f| {
-                    vec![
-                        f.mountpoint.clone(),
-                        f.fstype.clone(),
-                        f.device.clone(),
-                        f.dev_id.clone(),
-                        fmt_unix_ms(f.frozen_since_unix_ms),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(
-                &["MOUNTPOINT", "FSTYPE", "DEVICE", "DEV", "FROZEN SINCE"],
-                &rows,
-            ));
-        }
-        out.push_str(&format!(
-            "operation in progress: {}\n",
-            if self.operation_in_progress {
-                "yes"
-            } else {
-                "no"
-            }
-        ));
-        out.push_str(&format!(
-            "watchdog thaws since agent start: {}",
-            self.watchdog_thaws
-        ));
-        if let Some(w) = &self.last_watchdog_thaw {
-            out.push_str(&format!(
-                "; last at {} ({}), {} filesystem(s): {}",
-                fmt_unix_ms(w.at_unix_ms),
-                fmt_relative(w.at_unix_ms, now_ms),
-                w.thawed_count,
-                w.mountpoints.join(", ")
-            ));
-        }
-        out.push('\n');
-        if self.recovered_thaws > 0 {
-            out.push_str(&format!(
-                "recovered at agent start: {} filesystem(s) left frozen by a previous agent were thawed\n",
-                self.recovered_thaws
-            ));
-        }
-        out
-    }
-}
-
 /// Lower-case outcome name: `FS_OUTCOME_ALREADY_FROZEN` -> `already_frozen`.
 pub fn outcome_name(value: i32) -> String {
     match FsOutcome::try_from(value) {
@@ -447,7 +281,7 @@ pub fn fmt_relative(at_ms: u64, now_ms: u64) -> String {
 }
 
 /// `300s`, `1.5s` for a millisecond count.
-fn fmt_ms(ms: u64) -> String {
+pub fn fmt_ms(ms: u64) -> String {
     if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
@@ -549,69 +383,6 @@ mod tests {
             report.human(NOW),
             "thawed 0 filesystem(s)\n(no filesystems)\n"
         );
-    }
-
-    #[test]
-    fn status_renders_frozen_and_idle() {
-        let frozen = FreezeStatusResponse {
-            frozen: true,
-            filesystems: vec![FrozenFilesystem {
-                mountpoint: "/mnt/a".into(),
-                fstype: "ext4".into(),
-                device: "/dev/loop3".into(),
-                dev_id: "7:3".into(),
-                frozen_since_unix_ms: NOW - 10_000,
-            }],
-            frozen_since_unix_ms: NOW - 10_000,
-            watchdog_deadline_unix_ms: NOW + 290_000,
-            watchdog_timeout_ms: 300_000,
-            last_watchdog_thaw: Some(WatchdogEvent {
-                at_unix_ms: NOW - 3_600_000,
-                thawed_count: 2,
-                mountpoints: vec!["/a".into(), "/b".into()],
-            }),
-            watchdog_thaws: 1,
-            recovered_thaws: 2,
-            ..FreezeStatusResponse::default()
-        };
-        let report = StatusReport::new(&frozen, NOW);
-        assert_eq!(report.watchdog_remaining_ms, Some(290_000));
-        let text = report.human(NOW);
-        assert!(
-            text.starts_with(
-                "frozen: yes, 1 filesystem(s) since 2026-11-18T11:06:30.000Z (10.0s ago)\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "watchdog: timeout 300s, thaws at 2026-11-18T11:11:30.000Z (in 290.0s)\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("/mnt/a      ext4    /dev/loop3  7:3  2026-11-18T11:06:30.000Z\n"),
-            "{text}"
-        );
-        assert!(text.contains("watchdog thaws since agent start: 1; last at 2026-11-18T10:06:40.000Z (3600.0s ago), 2 filesystem(s): /a, /b\n"), "{text}");
-        assert!(text.ends_with("recovered at agent start: 2 filesystem(s) left frozen by a previous agent were thawed\n"), "{text}");
-        let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["last_watchdog_thaw"]["mountpoints"][1], "/b");
-
-        let idle = StatusReport::new(
-            &FreezeStatusResponse {
-                watchdog_timeout_ms: 300_000,
-                ..FreezeStatusResponse::default()
-            },
-            NOW,
-        );
-        assert_eq!(idle.watchdog_remaining_ms, None);
-        assert_eq!(
-            idle.human(NOW),
-            "frozen: no\nwatchdog: timeout 300s\noperation in progress: no\nwatchdog thaws since agent start: 0\n"
-        );
-        let json = serde_json::to_value(&idle).unwrap();
-        assert!(json["last_watchdog_thaw"].is_null() && json["watchdog_remaining_ms"].is_null());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// What a finished command produced.
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// Process id it ran as (e.g. to match what the eBPF observer reports about it).
+    pub pid: u32,
     /// Exit status.
     pub status: ExitStatus,
     /// Standard output as text.
@@ -54,6 +56,7 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| FixtureError::io(format!("spawn `{line}`"), e))?;
+    let pid = child.id();
     // Read both pipes on threads so a chatty tool never blocks on a full pipe.
     let mut out = child.stdout.take().expect("stdout was piped");
     let mut err = child.stderr.take().expect("stderr was piped");
@@ -84,6 +87,7 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(
         }
     };
     Ok(Output {
+        pid,
         status,
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
@@ -95,8 +99,8 @@ pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Output> {
     run_with_timeout(program, args, TOOL_TIMEOUT)
 }
 
-/// Runs a tool and fails unless it exits 0; returns its stdout.
-pub fn run_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
+/// Runs a tool and fails unless it exits 0; returns all it produced.
+pub fn run_checked<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Output> {
     let out = run(program, args)?;
     if !out.ok() {
         return Err(FixtureError::Command {
@@ -105,7 +109,12 @@ pub fn run_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
             stderr: out.stderr.trim().to_string(),
         });
     }
-    Ok(out.stdout)
+    Ok(out)
+}
+
+/// Runs a tool and fails unless it exits 0; returns its stdout.
+pub fn run_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
+    run_checked(program, args).map(|out| out.stdout)
 }
 
 #[cfg(test)]
@@ -119,6 +128,9 @@ mod tests {
         assert_eq!(out.stderr, "err\n");
         assert_eq!(out.status.code(), Some(3));
         assert!(!out.ok());
+        assert_ne!(out.pid, std::process::id());
+        let pid = run_checked("sh", &["-c", "echo $$"]).unwrap();
+        assert_eq!(pid.stdout.trim(), pid.pid.to_string());
     }
 
     #[test]

@@ -4,22 +4,30 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::cmd::{run, run_ok};
+use crate::cmd::{run, run_checked, run_ok};
 use crate::error::{FixtureError, Result};
 
 /// A filesystem frozen by the test itself (not by the agent); thawed again on drop.
 #[derive(Debug)]
 pub struct ExternalFreeze {
     path: PathBuf,
+    pid: u32,
 }
 
 impl ExternalFreeze {
     /// `fsfreeze -f path`.
     pub fn freeze(path: &Path) -> Result<Self> {
-        run_ok("fsfreeze", &[OsStr::new("-f"), path.as_os_str()])?;
+        let out = run_checked("fsfreeze", &[OsStr::new("-f"), path.as_os_str()])?;
         Ok(Self {
             path: path.to_path_buf(),
+            pid: out.pid,
         })
+    }
+
+    /// Process id of the `fsfreeze -f` that froze it (exited since): the freezer the eBPF
+    /// observer should name.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// `fsfreeze -u path` now (also happens on drop).

@@ -10,16 +10,18 @@
 //! Running them: `cargo build --workspace && cargo test -p system-tests` as root (the tests
 //! use the binaries in `target/debug`, or `GUEST_AGENT_BIN` / `GUESTCTL_BIN`; a stale build
 //! tests stale code). They need util-linux (losetup, mount, fsfreeze), e2fsprogs, xfsprogs
-//! (mkfs.xfs, xfs_io), iproute2, coreutils `dd`, veth support in the kernel and a tmpfs at
-//! `/dev/shm` (per-agent journal directories). Tests run in parallel: names of directories,
-//! sockets, namespaces and ports are unique per test.
+//! (mkfs.xfs, xfs_io), iproute2, coreutils `dd`, python3 (the writers of `status_observed`),
+//! veth support in the kernel and a tmpfs at `/dev/shm` (per-agent journal directories).
+//! Tests run in parallel: names of directories, sockets, namespaces and ports are unique per
+//! test.
 //!
 //! The tests by topic (`tests/*.rs`): `freeze` (Quiesce/Thaw over gRPC and guestctl, ext4 and
 //! xfs, idempotence, conflicts, bad requests, bind mounts, tmpfs, Ping latency), `ordering`
 //! (a loop filesystem inside another, snapshot consistency), `rollback` (EBUSY and real EIO
 //! failures), `watchdog`, `init` (volumes), `network` (NetworkInit in a namespace),
 //! `transport` (unix/tcp, health, reflection, limits), `lifecycle` (Shutdown, SIGTERM, journal
-//! recovery), `guestctl` (exit codes, JSON).
+//! recovery), `guestctl` (exit codes, JSON), `observer` and `status_observed` (the eBPF
+//! observer through FreezeStatus and `guestctl status`).
 //!
 //! One file per concept: [`scratch`] (the test's directory and last-resort clean-up),
 //! [`loopdev`] / [`loopfs`] / [`mount`] (block devices and filesystems), [`fsfreeze`]
