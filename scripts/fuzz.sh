@@ -8,7 +8,7 @@ rustup component list --toolchain nightly --installed 2>/dev/null | grep -q rust
     || rustup component add rust-src --toolchain nightly
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd "$root/fuzz"
-for t in mountinfo init_request hybrid_reply; do
+for t in mountinfo init_request hybrid_reply h2_authority; do
     mkdir -p "corpus/$t"
     # Work on a copy so new inputs libFuzzer finds do not dirty the committed corpus.
     work="$(mktemp -d /var/tmp/fuzz-$t-XXXX)"

@@ -12,16 +12,21 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_vsock::VsockStream;
 use tonic::transport::server::Connected;
 
+use crate::authority::RelaxedAuthority;
+
 /// An accepted connection. Implements tokio's `AsyncRead`/`AsyncWrite` and tonic's
 /// [`Connected`], so a stream of `Conn` can be handed to `serve_with_incoming*`.
+///
+/// unix and vsock connections accept any HTTP/2 `:authority` (see [`RelaxedAuthority`]):
+/// what grpc-core and grpc-java clients send there is a socket path, which h2 would refuse.
 #[derive(Debug)]
 pub enum Conn {
     /// A unix domain socket peer (a local process).
-    Unix(UnixStream),
+    Unix(RelaxedAuthority<UnixStream>),
     /// A TCP peer.
     Tcp(TcpStream),
     /// A vsock peer (normally the host, CID 2).
-    Vsock(VsockStream),
+    Vsock(RelaxedAuthority<VsockStream>),
     /// A TCP peer that completed a TLS handshake with a valid client certificate.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -76,7 +81,7 @@ impl Conn {
     pub fn info(&self) -> ConnInfo {
         match self {
             Conn::Unix(s) => {
-                let cred = s.peer_cred().ok();
+                let cred = s.get_ref().peer_cred().ok();
                 ConnInfo::Unix {
                     pid: cred.and_then(|c| c.pid()),
                     uid: cred.map(|c| c.uid()),
@@ -89,7 +94,7 @@ impl Conn {
                 peer: s.get_ref().0.peer_addr().ok(),
             },
             Conn::Vsock(s) => {
-                let addr = s.peer_addr().ok();
+                let addr = s.get_ref().peer_addr().ok();
                 ConnInfo::Vsock {
                     cid: addr.map(|a| a.cid()),
                     port: addr.map(|a| a.port()),
@@ -189,7 +194,7 @@ mod tests {
     #[tokio::test]
     async fn unix_conn_reports_our_own_credentials() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let info = Conn::Unix(a).connect_info();
+        let info = Conn::Unix(RelaxedAuthority::new(a)).connect_info();
         let me = std::process::id() as i32;
         assert_eq!(
             info,

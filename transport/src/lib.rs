@@ -52,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+pub mod authority;
 mod conn;
 mod connect;
 mod error;
@@ -61,6 +62,7 @@ pub mod tls;
 mod unix_file;
 mod uri;
 
+pub use authority::RelaxedAuthority;
 pub use conn::{Conn, ConnInfo};
 pub use connect::{
     connect_channel, connect_channel_with, connect_stream, connect_stream_with, BoxedStream,

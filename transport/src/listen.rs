@@ -10,6 +10,7 @@ use futures::Stream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_vsock::{VsockAddr, VsockListener};
 
+use crate::authority::RelaxedAuthority;
 use crate::conn::Conn;
 use crate::error::TransportError;
 use crate::tls::{ServerTls, HANDSHAKE_TIMEOUT};
@@ -188,7 +189,9 @@ impl Listener {
                 let _ = stream.set_nodelay(true);
                 handshake(tls, stream, peer).await
             }
-            Inner::Unix { listener, .. } => Ok(Conn::Unix(listener.accept().await?.0)),
+            Inner::Unix { listener, .. } => Ok(Conn::Unix(RelaxedAuthority::new(
+                listener.accept().await?.0,
+            ))),
             Inner::Tcp(l) => {
                 let (stream, _) = l.accept().await?;
                 // gRPC messages are small request/response pairs: do not delay them.
@@ -201,7 +204,7 @@ impl Listener {
             } => loop {
                 let (stream, peer) = listener.accept().await?;
                 if cid_allowed(peer.cid(), allowed_cids) {
-                    return Ok(Conn::Vsock(stream));
+                    return Ok(Conn::Vsock(RelaxedAuthority::new(stream)));
                 }
                 tracing::warn!(
                     peer_cid = peer.cid(),
