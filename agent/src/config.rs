@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub hook_timeout: Duration,
 
+    /// On shutdown, how long in-flight calls may still run; then the remaining connections
+    /// are closed (a client holding a stream open, e.g. a health Watch, cannot keep the agent
+    /// alive).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+
     /// eBPF freeze observer: `auto` loads it and runs on without it if that fails (the reason
     /// is logged once), `required` refuses to start without it, `off` never loads it.
     #[arg(long, value_name = "MODE", default_value = "auto")]

@@ -40,9 +40,13 @@ pub struct ServeOptions {
     pub listen_options: ListenOptions,
     /// Largest accepted request.
     pub max_message_bytes: usize,
+    /// After shutdown, how long in-flight calls may run before their connections are closed.
+    pub drain_timeout: Duration,
 }
 
-/// Binds every listener, then serves until `shutdown` fires; in-flight calls are drained.
+/// Binds every listener, then serves until `shutdown` fires; in-flight calls are drained for
+/// at most `opts.drain_timeout`, then whatever is still open (a stream the client never
+/// closes) is dropped.
 pub async fn serve(
     opts: ServeOptions,
     service: GuestService,
@@ -63,10 +67,18 @@ pub async fn serve(
     health_reporter
         .set_serving::<GuestServer<GuestService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(guest_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection protocols: v1, and v1alpha, which grpcurl before 1.9, grpcio-reflection
+    // and grpc-go before 1.45 still speak (the messages are the same).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(guest_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let guest = GuestServer::new(service)
         .max_decoding_message_size(opts.max_message_bytes)
@@ -82,7 +94,7 @@ pub async fn serve(
             tracing::info!("shutting down: no new connections; draining in-flight calls");
         }
     };
-    Server::builder()
+    let served = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // A span (child of the host's traceparent) and the gRPC metrics for every call.
@@ -91,11 +103,22 @@ pub async fn serve(
             oversize_is_resource_exhausted,
         ))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(guest)
         .add_service(MetricsService::server())
-        .serve_with_incoming_shutdown(stream::select_all(incoming), signal)
-        .await?;
+        .serve_with_incoming_shutdown(stream::select_all(incoming), signal);
+    let drain_deadline = async {
+        shutdown.wait().await;
+        tokio::time::sleep(opts.drain_timeout).await;
+    };
+    tokio::select! {
+        served = served => served?,
+        () = drain_deadline => tracing::warn!(
+            "calls still open {}s after shutdown (a stream the client keeps open?); closing them",
+            opts.drain_timeout.as_secs_f64()
+        ),
+    }
     Ok(())
 }
 

@@ -113,10 +113,11 @@ async fn python_client_over_tls_with_a_client_certificate() -> anyhow::Result<()
 }
 
 /// The agent of these tests: the fixture's (unix socket, `--freeze-only <scratch>`, private
-/// state directory, no eBPF), with a small message limit and `extra` arguments.
+/// state directory, no eBPF), with a small message limit, a 2 s drain on shutdown and
+/// `extra` arguments.
 async fn agent(s: &Scratch, extra: &[&str]) -> anyhow::Result<Agent> {
     let max = MAX_MESSAGE_BYTES.to_string();
-    let mut args = vec!["--max-message-bytes", max.as_str()];
+    let mut args = vec!["--max-message-bytes", max.as_str(), "--drain-timeout", "2"];
     args.extend_from_slice(extra);
     Ok(Agent::start(s, &args).await?)
 }
@@ -388,22 +389,32 @@ async fn every_rpc(py: &Path, s: &Scratch, mut agent: Agent, target: Target) -> 
         "{}: Watch message after Shutdown {next}",
         step("Health/Watch")
     );
-    // The agent drains in-flight calls before it exits, and an open Watch is one: a host
-    // ends its Watch when told NOT_SERVING.
-    c.watch_cancel();
+    // The Watch stays open: the agent drains in-flight calls for --drain-timeout (2 s
+    // here), then closes what a client keeps open, so a forgotten stream cannot keep it
+    // alive. The stream ends on the client's side, and the agent exits 0.
     let st = agent.wait_exit(Duration::from_secs(20)).await?;
     assert!(st.success(), "{}: agent exited with {st}", step("Shutdown"));
+    let end = c.watch_next(Duration::from_secs(20));
+    assert_eq!(
+        end["ok"],
+        json!(false),
+        "{}: the Watch stream ends when the agent closes it: {end}",
+        step("Health/Watch")
+    );
+    assert!(
+        agent.logs().contains("still open"),
+        "{}: the agent says it closed an open call",
+        step("Shutdown")
+    );
     drop(c);
     drop(agent);
     Ok(())
 }
 
 /// grpcio-reflection's client (ProtoReflectionDescriptorDatabase feeding a DescriptorPool)
-/// lists the services and resolves method input types from the server's descriptors.
-/// grpcio-reflection speaks only `grpc.reflection.v1alpha`; the agent serves `v1` (the same
-/// messages under another package), so the client's database is pointed at the v1 method
-/// path. What the unmodified v1alpha client sees is printed and must be either the same
-/// answer or UNIMPLEMENTED.
+/// lists the services and resolves method input types from the server's descriptors, as it
+/// ships (it speaks `grpc.reflection.v1alpha`), and pointed at the `v1` method path (the same
+/// messages under another package): the agent serves both protocols.
 fn check_reflection(c: &mut PyClient, step: &str) {
     let methods = [
         "boxlite.v1.Guest/Init",
@@ -412,65 +423,57 @@ fn check_reflection(c: &mut PyClient, step: &str) {
         "grpc.health.v1.Health/Watch",
     ];
     let r = c.reflection(&methods);
-    eprintln!("{step}: v1alpha: {}", r["v1alpha"]);
-    let v1 = &r["v1"];
-    assert!(v1.get("error").is_none(), "{step}: reflection v1: {v1}");
-    let listed: BTreeSet<&str> = v1["services"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    for want in [
-        "boxlite.v1.Guest",
-        "boxlite.v1.GuestMetrics",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            listed.contains(want),
-            "{step}: {want} not listed: {listed:?}"
-        );
-    }
-    let m = &v1["methods"];
-    assert_eq!(
-        m["boxlite.v1.Guest/Init"]["input"], "boxlite.v1.GuestInitRequest",
-        "{step}: {m}"
-    );
-    assert_eq!(
-        m["boxlite.v1.Guest/Init"]["input_fields"],
-        json!({"volumes": 1, "network": 2}),
-        "{step}: upstream's tags: {m}"
-    );
-    assert_eq!(
-        m["boxlite.v1.Guest/Quiesce"]["input"], "boxlite.v1.QuiesceRequest",
-        "{step}: {m}"
-    );
-    assert_eq!(
-        m["boxlite.v1.Guest/Quiesce"]["input_fields"],
-        json!({"mountpoints": 10}),
-        "{step}: {m}"
-    );
-    assert_eq!(
-        m["boxlite.v1.Guest/Quiesce"]["file"], "boxlite/v1/guest.proto",
-        "{step}: {m}"
-    );
-    assert_eq!(
-        m["boxlite.v1.GuestMetrics/GetMetrics"]["output"], "boxlite.v1.GetMetricsResponse",
-        "{step}: {m}"
-    );
-    assert_eq!(
-        m["grpc.health.v1.Health/Watch"]["input"], "grpc.health.v1.HealthCheckRequest",
-        "{step}: {m}"
-    );
-
-    let alpha = &r["v1alpha"];
-    if let Some(e) = alpha.get("error") {
+    for protocol in ["v1alpha", "v1"] {
+        let got = &r[protocol];
+        let step = format!("{step} ({protocol})");
+        assert!(got.get("error").is_none(), "{step}: reflection: {got}");
+        let listed: BTreeSet<&str> = got["services"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for want in [
+            "boxlite.v1.Guest",
+            "boxlite.v1.GuestMetrics",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                listed.contains(want),
+                "{step}: {want} not listed: {listed:?}"
+            );
+        }
+        let m = &got["methods"];
         assert_eq!(
-            e["code"], "UNIMPLEMENTED",
-            "{step}: v1alpha fails only by not being served: {alpha}"
+            m["boxlite.v1.Guest/Init"]["input"], "boxlite.v1.GuestInitRequest",
+            "{step}: {m}"
         );
-    } else {
-        assert_eq!(alpha["services"], v1["services"], "{step}: {alpha}");
+        assert_eq!(
+            m["boxlite.v1.Guest/Init"]["input_fields"],
+            json!({"volumes": 1, "network": 2}),
+            "{step}: upstream's tags: {m}"
+        );
+        assert_eq!(
+            m["boxlite.v1.Guest/Quiesce"]["input"], "boxlite.v1.QuiesceRequest",
+            "{step}: {m}"
+        );
+        assert_eq!(
+            m["boxlite.v1.Guest/Quiesce"]["input_fields"],
+            json!({"mountpoints": 10}),
+            "{step}: {m}"
+        );
+        assert_eq!(
+            m["boxlite.v1.Guest/Quiesce"]["file"], "boxlite/v1/guest.proto",
+            "{step}: {m}"
+        );
+        assert_eq!(
+            m["boxlite.v1.GuestMetrics/GetMetrics"]["output"], "boxlite.v1.GetMetricsResponse",
+            "{step}: {m}"
+        );
+        assert_eq!(
+            m["grpc.health.v1.Health/Watch"]["input"], "grpc.health.v1.HealthCheckRequest",
+            "{step}: {m}"
+        );
     }
 }

@@ -122,6 +122,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             tls,
         },
         max_message_bytes: cfg.max_message_bytes,
+        drain_timeout: cfg.drain_timeout,
     };
     let served = serve(opts, service, shutdown).await;
     // Whatever happened, never exit holding a freeze.

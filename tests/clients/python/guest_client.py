@@ -27,10 +27,10 @@ First line out: {"hello": {versions...}} (or {"fatal": "..."} and exit 1). Comma
                                     | {"ok": false, "code": ..., "details": ...} (stream failed)
                                     | {"ok": false, "end": true} (stream closed cleanly)
                                     | {"ok": false, "waited": S} (nothing within S)
-  {"op": "watch_cancel"}
   {"op": "reflection", "timeout": S, "methods": ["boxlite.v1.Guest/Quiesce", ...]}
                                    -> what grpcio-reflection's client lists and resolves,
-                                      over reflection v1alpha (its own stub) and v1
+                                      over reflection v1alpha (its own client, unmodified)
+                                      and v1 (the same client on the v1 method path)
   {"op": "quit"}
 Every RPC carries the command's timeout (a deadline), so no command can hang.
 """
@@ -204,6 +204,7 @@ class Client:
             return {"ok": False, "waited": cmd["timeout"]}
 
     def watch_cancel(self, _cmd):
+        """Ends a running Watch (at exit)."""
         if self.watch is not None:
             self.watch[0].cancel()
         return {"ok": True}
@@ -240,8 +241,9 @@ class Client:
 
         def probe(path):
             db = ProtoReflectionDescriptorDatabase(self.channel)
-            db._stub = BoundedStub(self.channel, path)
-            out = {"path": path}
+            if path is not None:
+                db._stub = BoundedStub(self.channel, path)
+            out = {"path": path or "grpcio-reflection's own (v1alpha)"}
             try:
                 out["services"] = sorted(db.get_services())
             except Exception as e:
@@ -266,7 +268,9 @@ class Client:
 
         return {
             "ok": True,
-            "v1alpha": probe("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            # Unmodified: grpcio-reflection's database with its own v1alpha stub (the
+            # caller bounds the wait for this reply).
+            "v1alpha": probe(None),
             "v1": probe("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
         }
 
@@ -291,7 +295,6 @@ def main():
         "health_check": client.health_check,
         "watch_start": client.watch_start,
         "watch_next": client.watch_next,
-        "watch_cancel": client.watch_cancel,
         "reflection": client.reflection,
     }
     for line in sys.stdin:

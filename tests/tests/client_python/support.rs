@@ -383,12 +383,6 @@ impl PyClient {
         )
     }
 
-    /// Cancels the Watch stream.
-    #[track_caller]
-    pub fn watch_cancel(&mut self) {
-        self.exchange(json!({"op": "watch_cancel"}), Duration::ZERO);
-    }
-
     /// What grpcio-reflection's client lists and resolves over reflection v1alpha and v1;
     /// `methods` as `service/method`.
     #[track_caller]
