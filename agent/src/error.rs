@@ -101,6 +101,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_quiesce_says_what_froze_the_held_set() {
+        let e = FreezerError::AlreadyFrozen {
+            held: vec!["/a".into()],
+            held_selection: vec![],
+            requested: vec!["/a".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "already frozen by the agent: /a (by a Quiesce of every eligible filesystem); \
+             thaw first (requested now: /a)"
+        );
+    }
+
+    #[test]
     fn codes_are_the_documented_ones() {
         let cases: Vec<(ServiceError, Code)> = vec![
             (
@@ -110,7 +124,8 @@ mod tests {
             (
                 FreezerError::AlreadyFrozen {
                     held: vec!["/a".into()],
-                    requested: vec![],
+                    held_selection: vec![],
+                    requested: vec!["/a".into()],
                 }
                 .into(),
                 Code::FailedPrecondition,

@@ -65,11 +65,13 @@ pub enum FreezerError {
     #[error("cannot read the mount table: {0}")]
     Mounts(String),
     /// A different set is already frozen by the agent.
-    #[error("already frozen by the agent: {}; thaw first (requested: {})", paths(.held), if .requested.is_empty() { "all eligible".to_string() } else { paths(.requested) })]
+    #[error("already frozen by the agent: {} (by a Quiesce of {}); thaw first (requested now: {})", paths(.held), selection(.held_selection), selection(.requested))]
     AlreadyFrozen {
         /// Mountpoints held frozen.
         held: Vec<PathBuf>,
-        /// Mountpoints requested now.
+        /// What the Quiesce that froze them asked for (empty: all eligible).
+        held_selection: Vec<PathBuf>,
+        /// Mountpoints requested now (empty: all eligible).
         requested: Vec<PathBuf>,
     },
     /// Another Quiesce or Thaw did not finish in time.
@@ -107,6 +109,15 @@ fn paths(p: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A Quiesce's mountpoint selection as a person reads it.
+fn selection(p: &[PathBuf]) -> String {
+    if p.is_empty() {
+        "every eligible filesystem".to_string()
+    } else {
+        paths(p)
+    }
 }
 
 /// Who asked for a thaw: a client's Thaw call, or the watchdog when no Thaw came in time.
@@ -230,6 +241,7 @@ impl Freezer {
                 }
                 return Err(FreezerError::AlreadyFrozen {
                     held: st.held.iter().map(|h| h.fs.mount_point.clone()).collect(),
+                    held_selection: st.selection.clone(),
                     requested,
                 });
             }
