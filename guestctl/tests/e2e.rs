@@ -275,7 +275,9 @@ async fn quiesce_thaw_status_shutdown() {
     assert!(v["watchdog_remaining_ms"].as_u64().unwrap() > 0);
     let o = guestctl(&["--connect", &agent.uri, "status"]).await;
     assert!(
-        stdout(&o).starts_with("frozen: yes, 1 filesystem(s) since 1970-01-01T00:00:01.000Z"),
+        stdout(&o).starts_with(
+            "frozen by the agent: yes, 1 filesystem(s) since 1970-01-01T00:00:01.000Z"
+        ),
         "{}",
         stdout(&o)
     );

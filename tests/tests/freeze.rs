@@ -153,7 +153,7 @@ async fn guestctl_cycle(fstype: FsType, size_mib: u64) -> anyhow::Result<()> {
     // Human output too: exit 0 and says it is not frozen.
     let h = guestctl::run(&["--connect", &uri, "status"]).await?;
     assert_eq!(h.code, Some(0), "{h}");
-    assert!(h.stdout.contains("frozen: no"), "{h}");
+    assert!(h.stdout.contains("frozen by the agent: no"), "{h}");
     Ok(())
 }
 

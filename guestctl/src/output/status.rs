@@ -293,13 +293,13 @@ impl StatusReport {
         let mut out = String::new();
         if self.frozen {
             out.push_str(&format!(
-                "frozen: yes, {} filesystem(s) since {} ({})\n",
+                "frozen by the agent: yes, {} filesystem(s) since {} ({})\n",
                 self.filesystems.len(),
                 fmt_unix_ms(self.frozen_since_unix_ms),
                 fmt_relative(self.frozen_since_unix_ms, now_ms)
             ));
         } else {
-            out.push_str("frozen: no\n");
+            out.push_str("frozen by the agent: no\n");
         }
         out.push_str(&format!(
             "watchdog: timeout {}",
@@ -521,7 +521,7 @@ mod tests {
         let text = report.human(NOW);
         assert!(
             text.starts_with(
-                "frozen: yes, 1 filesystem(s) since 2026-11-18T11:06:30.000Z (10.0s ago)\n"
+                "frozen by the agent: yes, 1 filesystem(s) since 2026-11-18T11:06:30.000Z (10.0s ago)\n"
             ),
             "{text}"
         );
@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(idle.watchdog_remaining_ms, None);
         assert_eq!(
             idle.human(NOW),
-            "frozen: no\nwatchdog: timeout 300s\noperation in progress: no\nwatchdog thaws since agent start: 0\n"
+            "frozen by the agent: no\nwatchdog: timeout 300s\noperation in progress: no\nwatchdog thaws since agent start: 0\n"
         );
         let json = serde_json::to_value(&idle).unwrap();
         assert!(json["last_watchdog_thaw"].is_null() && json["watchdog_remaining_ms"].is_null());
@@ -636,7 +636,7 @@ PID   COMM      KIND       WAITED  MOUNTPOINT
 5003  w-mmap    PAGEFAULT  2.5s    /var/tmp/gatest-1/mnt/obs
 ";
         assert!(
-            text.starts_with("frozen: no\nwatchdog: timeout 300s\n"),
+            text.starts_with("frozen by the agent: no\nwatchdog: timeout 300s\n"),
             "{text}"
         );
         assert!(text.ends_with(expected), "{text}\n---\n{expected}");
