@@ -87,6 +87,14 @@ async fn run(cfg: Config) -> Result<(), String> {
     let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
         .await
         .map_err(|e| format!("{e} (--ebpf required)"))?;
+    // Loading the observer parses the kernel's BTF (megabytes, freed again); glibc keeps
+    // freed heap pages mapped unless told otherwise. Measured (debug build, eBPF on): steady
+    // anonymous RSS 25.0 MiB without this, 8.4 MiB with it. musl returns them by itself.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free pages of glibc's heap; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     if let Some(handle) = observer.handle() {
         telemetry::writers::watch(handle.clone());
     }
