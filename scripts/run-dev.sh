@@ -48,8 +48,9 @@ Talk to it from another terminal:
   $ctl --connect tcp://$tcp quiesce
   $ctl --connect tcp://$tcp status
   $ctl --connect tcp://$tcp thaw
-  grpcurl -plaintext $tcp list          # reflection is on (grpcurl is not in Debian)
-  grpcurl -plaintext $tcp boxlite.v1.Guest/Ping
+  /opt/guest-agent-test/bin/grpcurl -plaintext $tcp list    # reflection is on
+  /opt/guest-agent-test/bin/grpcurl -plaintext $tcp boxlite.v1.Guest/Ping
+  (Python, Go, grpcurl: README.md, "Calling it from Python, Go or grpcurl")
 
 Ctrl-C stops the agent (it thaws anything it froze) and removes the scratch filesystem.
 
