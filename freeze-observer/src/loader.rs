@@ -302,10 +302,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let mut offsets = btf.kernel_offsets()?;
     offsets.observer_tgid = opts.observer_tgid;
+    let arity = FexitArity::read(&btf);
+    // Peak memory: each parse of the kernel's BTF holds megabytes. Ours is done with; the
+    // copy `EbpfLoader::new` parses by itself goes before aya's own is parsed, so only one
+    // is alive at a time.
+    drop(btf);
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
     let aya_btf = aya::Btf::parse_file(&opts.btf_path, Endianness::default())
         .map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
 
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf = loader
         .btf(Some(&aya_btf))
         .override_global("OFFSETS", &offsets, true)
         .load(EBPF_OBJECT)
@@ -321,7 +328,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let contention_hook = attach_contention(&mut ebpf, &aya_btf, opts.contention_hook)?;
     let (freeze_source, freeze_source_reason) =
-        attach_freeze_source(&mut ebpf, &btf, &aya_btf, opts.freeze_source)?;
+        attach_freeze_source(&mut ebpf, arity, &aya_btf, opts.freeze_source)?;
 
     if opts.probe_frozen {
         if let Err(e) = probe_frozen_filesystems(&mut ebpf) {
@@ -397,7 +404,7 @@ fn attach_contention(
 
 fn attach_freeze_source(
     ebpf: &mut Ebpf,
-    btf: &Btf,
+    arity: FexitArity,
     aya_btf: &aya::Btf,
     forced: Option<FreezeSource>,
 ) -> Result<(FreezeSource, String), LoadError> {
@@ -410,7 +417,7 @@ fn attach_freeze_source(
             ))
         }
         Some(FreezeSource::Fexit) => {
-            attach_fexit(ebpf, btf, aya_btf)?;
+            attach_fexit(ebpf, arity, aya_btf)?;
             Ok((FreezeSource::Fexit, "forced by configuration".to_owned()))
         }
         Some(FreezeSource::None) => Ok((
@@ -419,7 +426,7 @@ fn attach_freeze_source(
              seen when a writer blocks on it"
                 .to_owned(),
         )),
-        None => match attach_fexit(ebpf, btf, aya_btf) {
+        None => match attach_fexit(ebpf, arity, aya_btf) {
             Ok(()) => Ok((
                 FreezeSource::Fexit,
                 "fexit on freeze_super/thaw_super accepted by the kernel".to_owned(),
@@ -452,22 +459,40 @@ const FEXIT_PROGRAMS: [&str; 4] = [
     "fexit_thaw_super_holder",
 ];
 
+/// How many parameters `freeze_super` and `thaw_super` take in the running kernel (read from
+/// BTF before it is dropped; an error when the function is not in BTF).
+struct FexitArity {
+    freeze_super: Result<usize, crate::btf::BtfError>,
+    thaw_super: Result<usize, crate::btf::BtfError>,
+}
+
+impl FexitArity {
+    fn read(btf: &Btf) -> Self {
+        Self {
+            freeze_super: btf.func_param_count("freeze_super"),
+            thaw_super: btf.func_param_count("thaw_super"),
+        }
+    }
+}
+
 /// Attaches fexit to both functions, choosing per function the program that reads the freeze
 /// holder (6.6+, where the function has a second parameter) or only the superblock (6.1-6.5).
-fn attach_fexit(ebpf: &mut Ebpf, btf: &Btf, aya_btf: &aya::Btf) -> Result<(), LoadError> {
-    for (func, plain, holder) in [
+fn attach_fexit(ebpf: &mut Ebpf, arity: FexitArity, aya_btf: &aya::Btf) -> Result<(), LoadError> {
+    for (func, params, plain, holder) in [
         (
             "freeze_super",
+            arity.freeze_super,
             "fexit_freeze_super",
             "fexit_freeze_super_holder",
         ),
-        ("thaw_super", "fexit_thaw_super", "fexit_thaw_super_holder"),
+        (
+            "thaw_super",
+            arity.thaw_super,
+            "fexit_thaw_super",
+            "fexit_thaw_super_holder",
+        ),
     ] {
-        let name = if btf.func_param_count(func)? >= 2 {
-            holder
-        } else {
-            plain
-        };
+        let name = if params? >= 2 { holder } else { plain };
         let prog: &mut FExit = program(ebpf, name)?;
         prog.load(func, aya_btf)
             .map_err(|e| program_error(name, "loading", e))?;
