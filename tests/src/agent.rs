@@ -37,11 +37,20 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the agent wrote to stdout and stderr, shared with the reader threads.
 #[derive(Debug, Clone, Default)]
-pub struct Logs(Arc<Mutex<String>>);
+pub struct Logs {
+    text: Arc<Mutex<String>>,
+    /// Pipes not yet at end of file.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How long [`Agent::wait_exit`] waits, once the agent has exited, for the last lines of its
+/// pipes (a hook it started may still hold them open: then it gives up).
+const LOG_EOF_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Logs {
     fn follow(&self, pipe: impl Read + Send + 'static) {
-        let buf = self.0.clone();
+        let (buf, open) = (self.text.clone(), self.open.clone());
+        open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
@@ -49,12 +58,22 @@ impl Logs {
                 b.push_str(&line);
                 b.push('\n');
             }
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
+    }
+
+    /// Waits (bounded) until every pipe reached end of file, so that the log of an exited
+    /// agent is complete.
+    async fn wait_for_eof(&self, timeout: Duration) {
+        let start = Instant::now();
+        while self.open.load(std::sync::atomic::Ordering::SeqCst) > 0 && start.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The log so far.
     pub fn text(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.text.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -300,6 +319,8 @@ impl Agent {
         let start = Instant::now();
         loop {
             if let Some(st) = self.poll()? {
+                // Exited: its last lines may still be in the pipes.
+                self.logs.wait_for_eof(LOG_EOF_TIMEOUT).await;
                 return Ok(st);
             }
             if start.elapsed() >= timeout {
