@@ -51,6 +51,7 @@ pub mod results;
 pub mod rpc;
 pub mod scratch;
 pub mod statedir;
+pub mod tools;
 pub mod writer;
 
 pub use agent::Agent;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde_json::Value;
 use system_tests::client::free_tcp_port;
 use system_tests::cmd::{describe, run_with_timeout, Output};
+use system_tests::tools::{go_build_cache, which};
 use system_tests::{bins, fsfreeze, Agent, Durability, FsType, LoopFs, Scratch, Writer};
 
 /// Bound on generating the stubs plus building the client (a cold Go build cache compiles
@@ -51,7 +52,7 @@ const SETUP_HINT: &str = "run scripts/setup-clients-go.sh (or make setup)";
 /// false (skip) when either is missing, except under `GUEST_AGENT_REQUIRE_ROOT=1`, where it
 /// panics: CI must not pass by skipping.
 fn can_run() -> bool {
-    let strict = std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_some();
+    let strict = system_tests::tools::required();
     if !nix::unistd::geteuid().is_root() {
         assert!(
             !strict,
@@ -90,31 +91,6 @@ fn missing_go_toolchain() -> Vec<String> {
         }
     }
     missing
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// A persistent Go build cache next to cargo's build output (the generated stubs and the
-/// binary live in the scratch directory; the cache only makes the next build a link step).
-fn go_cache() -> PathBuf {
-    if let Some(c) = std::env::var_os("GOCACHE").filter(|c| !c.is_empty()) {
-        return PathBuf::from(c);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| {
-            if d.is_absolute() {
-                d
-            } else {
-                bins::workspace_root().join(d)
-            }
-        })
-        .unwrap_or_else(|| bins::workspace_root().join("target"));
-    target.join("go-build-cache")
 }
 
 /// Fails with the full command line and both output streams unless `out` succeeded.
@@ -180,7 +156,7 @@ impl GoClient {
             "GOPROXY=off".into(),
             "GOENV=off".into(),
             format!("GOPATH={}:{DEBIAN_GOCODE}", gopath.display()).into(),
-            format!("GOCACHE={}", go_cache().display()).into(),
+            format!("GOCACHE={}", go_build_cache().display()).into(),
             "go".into(),
             "build".into(),
             "-o".into(),

@@ -41,6 +41,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use system_tests::client::free_tcp_port;
 use system_tests::fsfreeze::is_frozen;
+use system_tests::tools::{go_build_cache, required, which, PROXY_VARS};
 use system_tests::{bins, Agent, FsType, LoopFs, Scratch};
 
 /// What `make run` (scripts/run-dev.sh) uses, as the README prints it.
@@ -145,7 +146,7 @@ fn run_block(s: &Scratch, name: &str, code: &str, timeout: Duration) -> anyhow::
         .current_dir(bins::workspace_root())
         .env("PATH", path)
         .env("TMPDIR", &tmp)
-        .env("GOCACHE", go_cache())
+        .env("GOCACHE", go_build_cache())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -160,12 +161,10 @@ fn run_block(s: &Scratch, name: &str, code: &str, timeout: Duration) -> anyhow::
         "GOFLAGS",
         "GOPATH",
         "GO111MODULE",
-        "http_proxy",
-        "https_proxy",
-        "grpc_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-    ] {
+    ]
+    .into_iter()
+    .chain(PROXY_VARS)
+    {
         cmd.env_remove(var);
     }
     let mut child = cmd
@@ -231,24 +230,6 @@ fn run_block(s: &Scratch, name: &str, code: &str, timeout: Duration) -> anyhow::
     Ok(ran)
 }
 
-/// The Go build cache the Go conformance test uses (under cargo's target directory).
-fn go_cache() -> PathBuf {
-    if let Some(c) = std::env::var_os("GOCACHE").filter(|c| !c.is_empty()) {
-        return PathBuf::from(c);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| {
-            if d.is_absolute() {
-                d
-            } else {
-                bins::workspace_root().join(d)
-            }
-        })
-        .unwrap_or_else(|| bins::workspace_root().join("target"));
-    target.join("go-build-cache")
-}
-
 // -- Prerequisites -------------------------------------------------------------------------------
 
 /// Which client a test drives, for its prerequisites.
@@ -257,12 +238,6 @@ enum Client {
     Python,
     Go,
     Grpcurl,
-}
-
-/// True where a missing prerequisite must fail the test instead of skipping it.
-fn required() -> bool {
-    std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_some()
-        || std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// Whether this test can run here; panics where it is required and cannot.
@@ -284,12 +259,6 @@ fn can_run(client: Client) -> bool {
         return skip(format!("missing {}: {SETUP_HINT}", missing.join(", ")));
     }
     true
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// Runs a probe command, bounded; its stdout and stderr together when it exits 0.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use system_tests::cmd::run_ok;
+use system_tests::tools::{required, PROXY_VARS};
 
 /// Where `scripts/setup-clients-python.sh` builds the venv (`GUEST_AGENT_PY_VENV` moves it).
 pub const DEFAULT_VENV: &str = "/opt/guest-agent-test/py";
@@ -38,13 +39,6 @@ pub fn interpreter() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_VENV));
     venv.join("bin/python")
-}
-
-/// True where a missing prerequisite must fail the test instead of skipping it: under
-/// `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) and in CI.
-fn required() -> bool {
-    std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_some()
-        || std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// The interpreter, or `None` (after saying why) when this machine cannot run the test
@@ -215,13 +209,7 @@ impl PyClient {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // grpc-core honours proxy variables for tcp targets; the agent is on this machine.
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "grpc_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-        ] {
+        for var in PROXY_VARS {
             cmd.env_remove(var);
         }
         let mut child = cmd

@@ -1,0 +1,61 @@
+//! The outside tools the client conformance tests drive (python3, go, protoc, grpcurl):
+//! finding them, where a missing one fails instead of skipping, and the environment they run
+//! in.
+
+use std::path::PathBuf;
+
+use crate::bins;
+
+/// Proxy variables that grpc-core and grpc-go honour for tcp targets; the agent under test is
+/// on this machine, so they are removed from a client's environment.
+pub const PROXY_VARS: [&str; 5] = [
+    "http_proxy",
+    "https_proxy",
+    "grpc_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+];
+
+/// True where a missing prerequisite must fail a test instead of skipping it: under
+/// `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) and in CI.
+pub fn required() -> bool {
+    std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_some()
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// `tool`'s path on `PATH`, if it is there.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A persistent Go build cache beside cargo's build output (`$GOCACHE` when set), so that
+/// a second build of a Go client is a link step.
+pub fn go_build_cache() -> PathBuf {
+    if let Some(c) = std::env::var_os("GOCACHE").filter(|c| !c.is_empty()) {
+        return PathBuf::from(c);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                bins::workspace_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| bins::workspace_root().join("target"));
+    target.join("go-build-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_finds_a_shell_and_not_a_made_up_name() {
+        assert!(which("sh").is_some());
+        assert!(which("no-such-tool-guest-agent").is_none());
+    }
+}
