@@ -13,7 +13,12 @@
 #     (virtio-pci, virtio-blk, vsock, ext4 and their dependencies) are decompressed and listed
 #     in load order;
 #   - vhost-device-vsock 0.3 (rust-vmm, crates.io), the vhost-user backend that gives the host
-#     a Firecracker-style hybrid vsock unix socket.
+#     a Firecracker-style hybrid vsock unix socket;
+#   - the read-only Python disk of the grpcio vsock client (tests/vm/mkpybundle.sh: Debian's
+#     python3 with its libraries, grpcio and protobuf from PyPI at the versions
+#     scripts/setup-clients-python.sh pins, the stubs generated from guest.proto). grpcio is
+#     built from its source distribution, because PyPI's binary wheel has no vsock resolver:
+#     about 25 minutes on 2 cores the first time, cached after.
 #
 # Everything already present is only checked, so a second run takes about a second.
 # Environment:
@@ -182,5 +187,9 @@ prepare_kernel() {
 
 prepare_kernel 6.1 '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$'
 prepare_kernel 6.12 '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$'
+
+# --- the Python disk (a hash check when present; the tests rebuild its image when the client
+# or the .proto change, without network) -------------------------------------------------------
+GUEST_AGENT_VM_CACHE="$cache" "$(dirname "$0")/../tests/vm/mkpybundle.sh" >/dev/null
 
 log "ok (cache: $cache)"

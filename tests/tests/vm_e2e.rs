@@ -18,7 +18,13 @@
 //!    (`<uds>_4317`) as children of guestctl's spans in the snapshot's trace;
 //! 6. watchdog: after a Quiesce the host goes away; while frozen, the eBPF observer lists the
 //!    writer blocked (FreezeStatus, and `guest_fs_blocked_writers` through guestctl proxy); the
-//!    guest thaws itself at the deadline and the writer resumes.
+//!    guest thaws itself at the deadline and the writer resumes;
+//! 7. grpc-core over vsock (issue 12's `vsock:CID:PORT` row): Python grpcio (the pinned PyPI
+//!    release, built from its source distribution: PyPI's binary wheel has no vsock resolver),
+//!    run in the guest from a read-only disk (`tests/vm/mkpybundle.sh`), calls a second agent
+//!    that accepts the guest's own CID through `grpc.insecure_channel("vsock:1:PORT")` with
+//!    default options: Ping, grpc.health.v1 Check, FreezeStatus, GetMetrics,
+//!    Quiesce/FreezeStatus/Thaw of the volume.
 //!
 //! Needs `scripts/setup-vm.sh` (part of `make setup`) and the host's guestctl (`cargo build
 //! --workspace`); the static guest binaries are brought up to date by the harness
@@ -33,6 +39,7 @@ use harness::disk;
 use harness::error::Result;
 use harness::metrics;
 use harness::proxy::MetricsProxy;
+use harness::pybundle;
 use harness::records;
 use harness::snapshot;
 use harness::vm::{Vm, VmConfig};
@@ -487,6 +494,198 @@ fn watchdog_thaws_when_the_host_is_gone(vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
+/// The vsock port of the guest's second agent, the one that accepts its own CID (1).
+const LOOPBACK_AGENT_PORT: u32 = 2697;
+
+/// Bound on the Python client's whole run in the guest: starting the interpreter and importing
+/// grpc from a virtio disk under TCG takes seconds, each of its calls has its own deadline.
+const PY_CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Deadline of each call the Python client makes.
+const PY_CALL_TIMEOUT_SECS: u32 = 60;
+
+/// The second agent in the guest: same binary, vsock port [`LOOPBACK_AGENT_PORT`], accepting
+/// CID 1 (the guest talking to itself over vsock loopback), its own state directory, no eBPF
+/// and no metrics listener (the first agent keeps those), allowed to freeze only the volume.
+/// Stopped (SIGTERM by its PID, which thaws anything it holds) when dropped.
+struct LoopbackAgent<'a> {
+    vm: &'a mut Vm,
+}
+
+const LOOPBACK_LOG: &str = "/tmp/agent-loopback.log";
+const LOOPBACK_PID: &str = "/run/agent-loopback.pid";
+
+impl<'a> LoopbackAgent<'a> {
+    fn start(vm: &'a mut Vm) -> Result<Self> {
+        vm.sh(&format!(
+            "guest-agent --listen vsock://-1:{LOOPBACK_AGENT_PORT} --allow-cid 1 \
+             --metrics-listen off --ebpf off --state-dir /run/agent-loopback \
+             --freeze-only {VOLUME} --freeze-timeout 60 >{LOOPBACK_LOG} 2>&1 & echo $! >{LOOPBACK_PID}"
+        ))?;
+        let mut agent = Self { vm };
+        // Ready when the static guestctl (tonic) gets a pong over the same loopback path.
+        let out = agent.vm.shell().run(
+            &format!(
+                "i=0; until guestctl --connect vsock://1:{LOOPBACK_AGENT_PORT} --connect-timeout 3 \
+                 --timeout 5 ping; do i=$((i+1)); [ $i -lt 40 ] || exit 1; \
+                 kill -0 $(cat {LOOPBACK_PID}) || exit 2; sleep 1; done"
+            ),
+            Duration::from_secs(240),
+        )?;
+        assert_eq!(
+            out.status,
+            0,
+            "the loopback agent never answered guestctl over vsock://1:{LOOPBACK_AGENT_PORT}: {}\n{}",
+            out.output,
+            agent.log()
+        );
+        Ok(agent)
+    }
+
+    fn log(&mut self) -> String {
+        match self.vm.sh(&format!("cat {LOOPBACK_LOG}")) {
+            Ok(text) => format!("--- {LOOPBACK_LOG} (the loopback agent) ---\n{text}"),
+            Err(e) => format!("(no log of the loopback agent: {e})"),
+        }
+    }
+}
+
+impl Drop for LoopbackAgent<'_> {
+    fn drop(&mut self) {
+        let stop = format!(
+            "pid=$(cat {LOOPBACK_PID}); kill $pid; i=0; while kill -0 $pid 2>/dev/null; do \
+             i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done"
+        );
+        if let Err(e) = self.vm.shell().run_ok(&stop, Duration::from_secs(30)) {
+            eprintln!("stopping the loopback agent: {e}");
+        }
+    }
+}
+
+/// One call as the Python client reported it.
+fn py_call<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["calls"]
+        .as_array()
+        .and_then(|calls| calls.iter().find(|c| c["call"] == name))
+        .unwrap_or_else(|| panic!("the Python client made no call {name}: {report}"))
+}
+
+/// Issue 12's `vsock:CID:PORT` row: a grpc-core client (Python grpcio) inside the guest calls
+/// the agent over AF_VSOCK through grpc-core's own vsock resolver, with default channel options
+/// (no authority override; grpc-core sends `:authority: 1:2697`).
+fn python_grpcio_over_vsock(vm: &mut Vm) -> Result<()> {
+    let version = vm.rpc().ping()?.version;
+    let dev = vm.python_device().expect("the VM has the Python disk");
+    let mp = pybundle::MOUNTPOINT;
+    vm.sh(&format!(
+        "[ \"$(cat /sys/block/{dev}/ro)\" = 1 ] && mkdir -p {mp} && mount -t ext4 -o ro /dev/{dev} {mp}"
+    ))?;
+    let mut agent = LoopbackAgent::start(vm)?;
+    let target = format!("vsock:1:{LOOPBACK_AGENT_PORT}");
+    let started = Instant::now();
+    let out = agent.vm.shell().run(
+        &format!(
+            "{} {} --target {target} --volume {VOLUME} --timeout {PY_CALL_TIMEOUT_SECS} 2>&1",
+            pybundle::PYTHON,
+            pybundle::CLIENT
+        ),
+        PY_CLIENT_TIMEOUT,
+    )?;
+    let took = started.elapsed();
+    let Some(report) = out
+        .output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PYCLIENT_JSON "))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        panic!(
+            "the Python client printed no report (exit {}):\n{}\n{}",
+            out.status,
+            out.output,
+            agent.log()
+        );
+    };
+    log(
+        agent.vm,
+        &format!(
+            "Python {} grpcio {} protobuf {} over {target}: import {} s, run {took:?}",
+            report["python"], report["grpcio"], report["protobuf"], report["import_s"]
+        ),
+    );
+    for call in report["calls"].as_array().into_iter().flatten() {
+        log(agent.vm, &format!("  {call}"));
+    }
+    let failed: Vec<_> = report["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["ok"] != true)
+        .collect();
+    if !failed.is_empty() || out.status != 0 {
+        let log = agent.log();
+        let hint = if report["vsock_resolver"] == false {
+            "\nThis grpcio's grpc-core has no vsock resolver (`vsock:` falls through to DNS): \
+             PyPI's manylinux2014 wheel is built against glibc 2.17 and grpc-core compiles the \
+             resolver only for glibc >= 2.18. Build the pinned version from its source \
+             distribution: GUEST_AGENT_PY_GRPCIO=sdist tests/vm/mkpybundle.sh"
+        } else {
+            ""
+        };
+        panic!(
+            "grpc-core (Python grpcio {}) over {target} with default options: {} of {} calls \
+             failed (exit {}):\n{}{hint}\n{log}",
+            report["grpcio"],
+            failed.len(),
+            report["calls"].as_array().map_or(0, Vec::len),
+            out.status,
+            failed
+                .iter()
+                .map(|c| format!(
+                    "  {}: {} {} [{}]",
+                    c["call"], c["code"], c["details"], c["debug"]
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert_eq!(py_call(&report, "Ping")["version"], version.as_str());
+    for check in ["Health.Check()", "Health.Check(boxlite.v1.Guest)"] {
+        assert_eq!(py_call(&report, check)["status"], "SERVING", "{check}");
+    }
+    assert_eq!(py_call(&report, "FreezeStatus")["frozen"], false);
+    let metrics = py_call(&report, "GetMetrics");
+    assert!(
+        metrics["bytes"].as_u64().unwrap_or(0) > 0
+            && metrics["build_info"].as_array().is_some_and(|l| l
+                .iter()
+                .any(|l| l.as_str().unwrap_or("").contains(&version))),
+        "GetMetrics must carry guest_agent_build_info with version {version}: {metrics}"
+    );
+    let volume_only = serde_json::json!([{
+        "mountpoint": VOLUME, "fstype": "ext4", "outcome": "FS_OUTCOME_FROZEN"
+    }]);
+    let quiesce = py_call(&report, "Quiesce");
+    assert_eq!(quiesce["count"], 1, "{quiesce}");
+    assert_eq!(quiesce["filesystems"], volume_only, "{quiesce}");
+    let frozen = py_call(&report, "FreezeStatus(frozen)");
+    assert_eq!(frozen["frozen"], true, "{frozen}");
+    assert_eq!(
+        frozen["mountpoints"],
+        serde_json::json!([VOLUME]),
+        "{frozen}"
+    );
+    let thaw = py_call(&report, "Thaw");
+    assert_eq!(thaw["count"], 1, "{thaw}");
+    assert_eq!(
+        thaw["filesystems"][0]["outcome"], "FS_OUTCOME_THAWED",
+        "{thaw}"
+    );
+    assert_eq!(py_call(&report, "FreezeStatus(thawed)")["frozen"], false);
+    drop(agent);
+    vm.sh(&format!("umount {mp}"))?;
+    Ok(())
+}
+
 /// One scenario, run against a booted VM.
 type Step = fn(&mut Vm) -> Result<()>;
 
@@ -496,6 +695,7 @@ fn end_to_end(series: &str) {
     cfg.freeze_timeout_secs = FREEZE_TIMEOUT.as_secs() as u32;
     cfg.otlp_port = Some(OTLP_PORT);
     cfg.agent_args = vec!["--otlp-metrics-interval".into(), "2".into()];
+    cfg.python = true;
     let mut vm = Vm::boot(cfg).unwrap_or_else(|e| panic!("boot {series}: {e}"));
     log(
         &vm,
@@ -511,7 +711,7 @@ fn end_to_end(series: &str) {
             vm.boot_times.agent
         ),
     );
-    let steps: [(&str, Step); 7] = [
+    let steps: [(&str, Step); 8] = [
         ("ping", |vm| ping(vm)),
         ("foreign CID dropped", foreign_cid_is_dropped),
         ("init formats and mounts", init_volume),
@@ -519,6 +719,7 @@ fn end_to_end(series: &str) {
         ("eBPF freeze source", |vm| ebpf_source(vm).map(drop)),
         ("consistent snapshot", snapshot_is_consistent),
         ("watchdog", watchdog_thaws_when_the_host_is_gone),
+        ("grpcio over vsock", python_grpcio_over_vsock),
     ];
     for (name, step) in steps {
         let s = Instant::now();

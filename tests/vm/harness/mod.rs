@@ -7,8 +7,9 @@
 //! guest binaries), [`initramfs`], [`vsockd`] (vhost-device-vsock), [`qemu`] (the command
 //! line), [`vm`] (one VM and its teardown), [`console`] (ttyS0), [`shell`] (the command channel
 //! on ttyS1), [`rpc`] (gRPC), [`metrics`] (scraping over vsock), [`proxy`] (`guestctl proxy`),
-//! [`otlp`] (a span receiver for both sides), [`disk`] (images, e2fsck, debugfs), [`records`] (the
-//! guest writer's records), [`snapshot`] (the host's snapshot flow), [`process`], [`error`].
+//! [`otlp`] (a span receiver for both sides), [`disk`] (images, e2fsck, debugfs), [`pybundle`]
+//! (the read-only Python disk of the grpcio vsock client), [`records`] (the guest writer's
+//! records), [`snapshot`] (the host's snapshot flow), [`process`], [`error`].
 
 pub mod bins;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod process;
 pub mod proxy;
+pub mod pybundle;
 pub mod qemu;
 pub mod records;
 pub mod rpc;

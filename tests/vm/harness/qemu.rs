@@ -4,8 +4,9 @@
 //! Devices: a vhost-user-vsock-pci backed by [`super::vsockd::VsockDaemon`] (it needs guest
 //! memory shared with the daemon: a memfd backend), one virtio-blk disk per image with
 //! `cache=writethrough` (the guest's flushes reach the image file; `cache=unsafe` would drop
-//! them and no freeze could make a copy consistent), ttyS0 to a file (the console) and ttyS1
-//! to a unix socket (the command channel).
+//! them and no freeze could make a copy consistent), then the read-only disks (`readonly=on`:
+//! the guest cannot write them, and several VMs may share one image), ttyS0 to a file (the
+//! console) and ttyS1 to a unix socket (the command channel).
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     /// Raw disk images, attached in order as /dev/vda, /dev/vdb, ...
     pub disks: Vec<PathBuf>,
+    /// Raw images attached read-only after `disks` (the next /dev/vdX letters).
+    pub readonly_disks: Vec<PathBuf>,
     /// File receiving ttyS0.
     pub console: PathBuf,
     /// Unix socket (qemu listens) for ttyS1.
@@ -90,6 +93,16 @@ impl QemuConfig {
             );
             push("-device", format!("virtio-blk-pci,drive=disk{i}"));
         }
+        for (i, disk) in self.readonly_disks.iter().enumerate() {
+            push(
+                "-drive",
+                format!(
+                    "file={},format=raw,if=none,id=rodisk{i},readonly=on",
+                    disk.display()
+                ),
+            );
+            push("-device", format!("virtio-blk-pci,drive=rodisk{i}"));
+        }
         a
     }
 }
@@ -106,6 +119,7 @@ mod tests {
             append: "console=ttyS0".into(),
             memory_mib: 512,
             disks: vec!["/t/a.img".into(), "/t/b.img".into()],
+            readonly_disks: vec!["/c/py.img".into()],
             console: "/t/console.log".into(),
             command_socket: "/t/cmd.sock".into(),
             vhost_socket: "/t/vhost.sock".into(),
@@ -125,6 +139,12 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("cache=unsafe"), "{line}");
+        // The read-only disk comes after the writable ones (so it is /dev/vdc here).
+        let ro = line
+            .find("file=/c/py.img,format=raw,if=none,id=rodisk0,readonly=on")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(ro > line.find("id=disk1").unwrap(), "{line}");
+        assert!(line.contains("virtio-blk-pci,drive=rodisk0"), "{line}");
         assert!(line.contains("-append console=ttyS0"), "{line}");
     }
 }

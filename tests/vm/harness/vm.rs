@@ -16,6 +16,7 @@ use super::error::{Result, VmError};
 use super::initramfs;
 use super::otlp::OtlpReceiver;
 use super::process::{run_tool, Spawned, ToolOutput};
+use super::pybundle;
 use super::qemu::QemuConfig;
 use super::rpc::AgentRpc;
 use super::shell::GuestShell;
@@ -43,6 +44,8 @@ pub struct VmConfig {
     /// Host port of an OTLP receiver the agent exports to over vsock
     /// (`--otlp-endpoint vsock://2:PORT`), if any.
     pub otlp_port: Option<u32>,
+    /// Attach the read-only Python disk ([`pybundle`]) after the blank disks.
+    pub python: bool,
 }
 
 impl VmConfig {
@@ -55,6 +58,7 @@ impl VmConfig {
             agent_args: Vec::new(),
             disks_mib: vec![64],
             otlp_port: None,
+            python: false,
         }
     }
 
@@ -95,6 +99,7 @@ pub struct Vm {
     dir: PathBuf,
     console: Console,
     disks: Vec<PathBuf>,
+    readonly_disks: Vec<PathBuf>,
     shell: Option<GuestShell>,
     qemu: Option<Spawned>,
     vsockd: Option<VsockDaemon>,
@@ -153,6 +158,7 @@ impl Vm {
             kernel,
             console,
             disks: Vec::new(),
+            readonly_disks: Vec::new(),
             shell: None,
             qemu: None,
             vsockd: None,
@@ -182,6 +188,9 @@ impl Vm {
             disk::create_image(&path, *size)?;
             self.disks.push(path);
         }
+        if self.config.python {
+            self.readonly_disks.push(pybundle::image()?);
+        }
         let vsockd = VsockDaemon::start(&self.dir)?;
         if let Some(port) = self.config.otlp_port {
             self.otlp = Some(OtlpReceiver::start(&vsockd.guest_to_host_socket(port))?);
@@ -192,6 +201,7 @@ impl Vm {
             append: self.config.kernel_cmdline(),
             memory_mib: self.config.memory_mib,
             disks: self.disks.clone(),
+            readonly_disks: self.readonly_disks.clone(),
             console: self.dir.join("console.log"),
             command_socket: self.dir.join("cmd.sock"),
             vhost_socket: vsockd.vhost_socket.clone(),
@@ -299,6 +309,15 @@ impl Vm {
     /// The raw image behind /dev/vd<a + i>.
     pub fn disk(&self, i: usize) -> &Path {
         &self.disks[i]
+    }
+
+    /// The guest device of the read-only Python disk (with [`VmConfig::python`]), e.g.
+    /// `vdb`: it follows the blank disks.
+    pub fn python_device(&self) -> Option<String> {
+        self.config.python.then(|| {
+            let letter = char::from(b'a' + self.disks.len() as u8);
+            format!("vd{letter}")
+        })
     }
 
     /// The qemu process.
