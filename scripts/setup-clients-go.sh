@@ -19,13 +19,4 @@ set -euo pipefail
 
 apt_pkgs=(golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev
           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "setup-clients-go: installing ${missing[*]}"
-    sudo_cmd=""; [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-ensure.sh" setup-clients-go "${apt_pkgs[@]}"

@@ -53,16 +53,8 @@ EOF
 
 # The tools the test needs besides the venv: openssl makes its TLS certificates.
 apt_pkgs=(python3 python3-venv openssl)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+"$(dirname "$0")/apt-ensure.sh" setup-clients-python "${apt_pkgs[@]}"
 sudo_cmd=""; [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
-if ((${#missing[@]})); then
-    echo "setup-clients-python: installing ${missing[*]}"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 
 if ! pins_ok; then
     echo "setup-clients-python: building $venv (${pins[*]})"

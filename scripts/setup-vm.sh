@@ -39,15 +39,7 @@ die() { echo "setup-vm: $*" >&2; exit 1; }
 
 # --- host packages -------------------------------------------------------------------------
 apt_pkgs=(qemu-system-x86 busybox-static e2fsprogs cpio xz-utils zstd musl-tools kmod file binutils)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-ensure.sh" setup-vm "${apt_pkgs[@]}"
 
 # --- Rust musl target (static guest binaries) ------------------------------------------------
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then

@@ -9,16 +9,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # network tests, Prometheus/promtool and qemu-guest-agent for telemetry tests and benchmarks.
 apt_pkgs=(e2fsprogs xfsprogs btrfs-progs util-linux iproute2 kmod prometheus qemu-guest-agent
           bpftool jq curl ca-certificates build-essential pkg-config)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}"
-    sudo_cmd=""; [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+prometheus_was_installed=$(dpkg-query -W -f='${Status}' prometheus 2>/dev/null || true)
+"$here/apt-ensure.sh" setup "${apt_pkgs[@]}"
+if [[ $prometheus_was_installed != *"install ok installed"* ]]; then
     # Debian starts prometheus as a service on install; the tests start their own instances.
+    sudo_cmd=""; [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
     $sudo_cmd systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 

@@ -90,15 +90,7 @@ grpcio_from_sdist() {
     local wheels="$dir/wheels" ver=${grpcio_pin#grpcio==} whl
     whl=$(find "$wheels" -maxdepth 1 -name "grpcio-$ver-cp${pyver/./}-*.whl" 2>/dev/null | head -1)
     if [[ -z $whl ]]; then
-        local pkgs=(build-essential python3-dev libssl-dev zlib1g-dev) missing=() p
-        for p in "${pkgs[@]}"; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-        done
-        if ((${#missing[@]})); then
-            log "installing ${missing[*]}"
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-        fi
+        "$root/scripts/apt-ensure.sh" mkpybundle build-essential python3-dev libssl-dev zlib1g-dev
         local t0=$SECONDS build
         build=$(mktemp -d "$dir/sdist.XXXXXX")
         log "building $grpcio_pin from its source distribution (tens of minutes, once)"
