@@ -2,7 +2,7 @@
 //! finding them, where a missing one fails instead of skipping, and the environment they run
 //! in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::bins;
 
@@ -47,6 +47,29 @@ pub fn go_build_cache() -> PathBuf {
         })
         .unwrap_or_else(|| bins::workspace_root().join("target"));
     target.join("go-build-cache")
+}
+
+/// Where Debian's golang-*-dev packages put their Go sources (a GOPATH entry).
+pub const DEBIAN_GOCODE: &str = "/usr/share/gocode";
+
+/// What of the Go tool chain the Go client needs (Debian's go, protoc and its Go plugins,
+/// grpc-go and the protobuf runtimes in [`DEBIAN_GOCODE`]) is not installed.
+pub fn missing_go_toolchain() -> Vec<String> {
+    let mut missing: Vec<String> = ["go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .map(String::from)
+        .collect();
+    for pkg in [
+        "google.golang.org/grpc",
+        "google.golang.org/protobuf",
+        "github.com/golang/protobuf",
+    ] {
+        if !Path::new(DEBIAN_GOCODE).join("src").join(pkg).is_dir() {
+            missing.push(format!("{DEBIAN_GOCODE}/src/{pkg}"));
+        }
+    }
+    missing
 }
 
 #[cfg(test)]

@@ -20,13 +20,13 @@
 //! (`GUEST_AGENT_REQUIRE_ROOT=1`) either fails instead.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use system_tests::client::free_tcp_port;
 use system_tests::cmd::{describe, run_with_timeout, Output};
-use system_tests::tools::{go_build_cache, which};
+use system_tests::tools::{go_build_cache, missing_go_toolchain, DEBIAN_GOCODE};
 use system_tests::{bins, fsfreeze, Agent, Durability, FsType, LoopFs, Scratch, Writer};
 
 /// Bound on generating the stubs plus building the client (a cold Go build cache compiles
@@ -42,9 +42,6 @@ const FINISH: Duration = Duration::from_secs(20);
 
 /// Go import path the stubs are generated under (the proto has no `go_package`).
 const PB_IMPORT: &str = "gaclient/boxlitepb";
-
-/// Debian's Go source tree (GOPATH entry) holding google.golang.org/grpc and protobuf.
-const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 
 const SETUP_HINT: &str = "run scripts/setup-clients-go.sh (or make setup)";
 
@@ -72,25 +69,6 @@ fn can_run() -> bool {
         return false;
     }
     true
-}
-
-/// What of the Go tool chain is not installed.
-fn missing_go_toolchain() -> Vec<String> {
-    let mut missing: Vec<String> = ["go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc"]
-        .into_iter()
-        .filter(|t| which(t).is_none())
-        .map(String::from)
-        .collect();
-    for pkg in [
-        "google.golang.org/grpc",
-        "google.golang.org/protobuf",
-        "github.com/golang/protobuf",
-    ] {
-        if !Path::new(DEBIAN_GOCODE).join("src").join(pkg).is_dir() {
-            missing.push(format!("{DEBIAN_GOCODE}/src/{pkg}"));
-        }
-    }
-    missing
 }
 
 /// Fails with the full command line and both output streams unless `out` succeeded.

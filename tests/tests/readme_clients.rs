@@ -41,7 +41,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use system_tests::client::free_tcp_port;
 use system_tests::fsfreeze::is_frozen;
-use system_tests::tools::{go_build_cache, required, which, PROXY_VARS};
+use system_tests::tools::{go_build_cache, missing_go_toolchain, required, which, PROXY_VARS};
 use system_tests::{bins, Agent, FsType, LoopFs, Scratch};
 
 /// What `make run` (scripts/run-dev.sh) uses, as the README prints it.
@@ -54,9 +54,6 @@ const DEV_MOUNT: &str = "/var/tmp/guest-agent-dev/mnt";
 const VENV_BIN: &str = "/opt/guest-agent-test/py/bin";
 const TOOLS_BIN: &str = "/opt/guest-agent-test/bin";
 const GRPCURL_VERSION: &str = "grpcurl v1.8.6";
-
-/// Debian's Go source tree the Go block builds against (GOPATH mode).
-const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 
 /// Bounds on one block: stub generation and imports on a busy 2-core machine (Python), a cold
 /// Go build of grpc-go (Go), a dozen grpcurl calls.
@@ -285,22 +282,7 @@ fn missing_tools(client: Client) -> Vec<String> {
                 missing.push(format!("{} with grpcio and grpcio-tools", py.display()));
             }
         }
-        Client::Go => {
-            for tool in ["go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc"] {
-                if which(tool).is_none() {
-                    missing.push(tool.to_string());
-                }
-            }
-            for pkg in [
-                "google.golang.org/grpc",
-                "google.golang.org/protobuf",
-                "github.com/golang/protobuf",
-            ] {
-                if !Path::new(DEBIAN_GOCODE).join("src").join(pkg).is_dir() {
-                    missing.push(format!("{DEBIAN_GOCODE}/src/{pkg}"));
-                }
-            }
-        }
+        Client::Go => missing.extend(missing_go_toolchain()),
         Client::Grpcurl => {
             let g = Path::new(TOOLS_BIN).join("grpcurl");
             match probe(&g, &["-version"]) {
