@@ -176,14 +176,26 @@ impl ObservedRow {
     }
 }
 
+/// How well the eBPF observer sees (serialised lowercase: `up`, `degraded`, `off`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EbpfState {
+    /// Loaded, with a freeze hook.
+    Up,
+    /// Running without a freeze hook: freezes nobody waits on are not seen, nor who froze
+    /// what.
+    Degraded,
+    /// Not running.
+    Off,
+}
+
 /// Whether the eBPF observer runs, and how it sees freezes and blocked writers.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct EbpfRow {
     /// True when its programs are loaded and attached.
     pub active: bool,
-    /// `up`, `degraded` (running without a freeze hook: freezes nobody waits on are not
-    /// seen, nor who froze what) or `off`.
-    pub state: &'static str,
+    /// How well it sees.
+    pub state: EbpfState,
     /// `fexit`, `ioctl_tracepoints` or `none` (null when off).
     pub freeze_source: Option<String>,
     /// Hook reporting blocked writers: `tp_btf` or `raw_tracepoint` (null when off).
@@ -196,9 +208,9 @@ impl From<&EbpfStatus> for EbpfRow {
     fn from(e: &EbpfStatus) -> Self {
         let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let state = match (e.active, e.freeze_source.as_str()) {
-            (false, _) => "off",
-            (true, "none") => "degraded",
-            (true, _) => "up",
+            (false, _) => EbpfState::Off,
+            (true, "none") => EbpfState::Degraded,
+            (true, _) => EbpfState::Up,
         };
         EbpfRow {
             active: e.active,
@@ -216,19 +228,15 @@ impl EbpfRow {
     fn line(&self) -> String {
         let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "unknown".into());
         let reason = self.reason.as_deref().unwrap_or("no reason given");
+        let sees = format!(
+            "(freeze source {}, writers via {})",
+            or_unknown(&self.freeze_source),
+            or_unknown(&self.contention_hook)
+        );
         match self.state {
-            "off" => format!("eBPF observer: off: {reason}"),
-            state => {
-                let mut line = format!(
-                    "eBPF observer: {state} (freeze source {}, writers via {})",
-                    or_unknown(&self.freeze_source),
-                    or_unknown(&self.contention_hook)
-                );
-                if state == "degraded" {
-                    line.push_str(&format!(": {reason}"));
-                }
-                line
-            }
+            EbpfState::Off => format!("eBPF observer: off: {reason}"),
+            EbpfState::Degraded => format!("eBPF observer: degraded {sees}: {reason}"),
+            EbpfState::Up => format!("eBPF observer: up {sees}"),
         }
     }
 }
@@ -678,7 +686,7 @@ PID   COMM      KIND       WAITED  MOUNTPOINT
         });
         assert_eq!(
             (off.state, off.freeze_source, off.reason),
-            ("off", None, None)
+            (EbpfState::Off, None, None)
         );
 
         // An observer that is off prints its line and no tables.
