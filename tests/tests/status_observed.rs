@@ -14,11 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use guest_proto::v1::FreezeStatusResponse;
 use serde_json::Value;
 use system_tests::reliability::ThawGuard;
+use system_tests::results::now_ms;
 use system_tests::rpc::Rpc;
 use system_tests::writer::proc_state;
 use system_tests::{guestctl, Agent, ExternalFreeze, FsType, LoopFs, Scratch};
@@ -165,12 +166,6 @@ impl PyWriter {
         anyhow::ensure!(st.success(), "{:?} writer {}: {st}", self.kind, self.pid);
         Ok(())
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The pids blocked on `mp`, by FreezeStatus.

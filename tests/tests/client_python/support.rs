@@ -67,7 +67,7 @@ pub fn prerequisites(test: &str) -> Option<PathBuf> {
 }
 
 fn workspace_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    system_tests::bins::workspace_root().join(rel)
 }
 
 /// What the Python client connects to, and how.
