@@ -113,6 +113,27 @@ impl LoopDev {
     }
 }
 
+impl LoopDev {
+    /// Waits (at most 5 s) until the kernel has let go of the image. `losetup -d` on a
+    /// device someone still holds open (udev's blkid probe after the `losetup -c` change
+    /// event, say) only sets autoclear: the detach happens at the last close, a moment
+    /// later. Callers that check for leftovers right after the drop must not see it.
+    fn wait_detached(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while backing_file(&self.device).as_deref() == Some(self.image.as_path()) {
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "loopdev: {} still backed by {} 5 s after losetup -d (held open elsewhere)",
+                    self.device.display(),
+                    self.image.display()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 fn sparse_image_grow(image: &Path, size_mib: u64) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -159,6 +180,8 @@ impl Drop for LoopDev {
         if backing_file(&self.device).as_deref() == Some(self.image.as_path()) {
             if let Err(e) = run_ok("losetup", &[OsStr::new("-d"), self.device.as_os_str()]) {
                 eprintln!("loopdev: {e}");
+            } else {
+                self.wait_detached();
             }
         }
         let _ = std::fs::remove_file(&self.image);
