@@ -17,6 +17,11 @@
 //!
 //! The netlink socket is opened per call, in the network namespace of the calling
 //! thread, and its connection task runs on the current tokio runtime.
+//!
+//! The request's network part is checked first, without touching anything, by
+//! [`validate`].
+
+pub mod validate;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -28,7 +33,7 @@ use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::validate::NetworkPlan;
+use self::validate::NetworkPlan;
 
 /// Why the network could not be configured.
 #[derive(Debug, thiserror::Error)]

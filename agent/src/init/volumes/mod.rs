@@ -5,6 +5,10 @@
 //! failure can undo exactly what this request did: unmount what it mounted and remove
 //! the directories it created, newest first. Formatting cannot be undone; it only runs
 //! on devices the host marked `need_format`.
+//!
+//! The request's volumes are checked first, without touching anything, by [`validate`].
+
+pub mod validate;
 
 use std::ffi::OsStr;
 use std::fs::DirBuilder;
@@ -17,7 +21,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tracing::{info, warn};
 
-use super::validate::{VolumePlan, VolumeSource};
+use self::validate::{VolumePlan, VolumeSource};
 use crate::error::elide_middle;
 
 /// Longest tool output kept in an error message.
