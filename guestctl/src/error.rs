@@ -1,4 +1,7 @@
 //! guestctl's failures and the exit code each maps to (documented in `--help`).
+//!
+//! The codes themselves live in [`crate::exit_code`]; the proxy classifies its own
+//! failures ([`ProxyError::exit_code`]), this module only wraps them.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,16 +9,10 @@ use std::time::Duration;
 use guest_transport::{fmt_duration, TransportError};
 use tonic::{Code, Status};
 
+use crate::exit_code::{EXIT_AGENT_ERROR, EXIT_CONNECT, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::grpc_code::code_name;
 use crate::init_spec::InitSpecError;
-
-/// Exit code: the agent answered with an error.
-pub const EXIT_AGENT_ERROR: u8 = 1;
-/// Exit code: usage error (clap uses 2 as well).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: could not connect.
-pub const EXIT_CONNECT: u8 = 3;
-/// Exit code: an RPC timed out.
-pub const EXIT_TIMEOUT: u8 = 4;
+use crate::proxy::ProxyError;
 
 /// Everything that can make a guestctl command fail.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +83,7 @@ pub enum CtlError {
     Tls(#[from] guest_transport::TlsError),
     /// The metrics proxy could not start.
     #[error("proxy: {0}")]
-    Proxy(#[from] crate::proxy::ProxyError),
+    Proxy(#[from] ProxyError),
     /// Writing the output failed (e.g. closed stdout).
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
@@ -114,10 +111,7 @@ impl CtlError {
             }
             CtlError::InitSpec(_) | CtlError::MissingConnect | CtlError::Tls(_) => EXIT_USAGE,
             CtlError::Output(_) => EXIT_AGENT_ERROR,
-            CtlError::Proxy(
-                crate::proxy::ProxyError::Targets(_) | crate::proxy::ProxyError::NoTargets,
-            ) => EXIT_USAGE,
-            CtlError::Proxy(_) => EXIT_AGENT_ERROR,
+            CtlError::Proxy(e) => e.exit_code(),
         })
     }
 }
@@ -129,29 +123,6 @@ fn is_deadline(status: &Status) -> bool {
         Code::DeadlineExceeded => true,
         Code::Cancelled => status.message().contains("Timeout expired"),
         _ => false,
-    }
-}
-
-/// The canonical upper-case gRPC code name, e.g. `FAILED_PRECONDITION`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -202,5 +173,18 @@ mod tests {
             "connecting to vsock://3:2695 timed out after 5s"
         );
         assert_eq!(e.exit_code(), ExitCode::from(3));
+    }
+
+    #[test]
+    fn proxy_errors_keep_their_exit_codes() {
+        assert_eq!(
+            CtlError::from(ProxyError::NoTargets).exit_code(),
+            ExitCode::from(2)
+        );
+        let bind = ProxyError::Bind {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(CtlError::from(bind).exit_code(), ExitCode::from(1));
     }
 }

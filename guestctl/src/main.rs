@@ -6,6 +6,8 @@
 mod cli;
 mod commands;
 mod error;
+mod exit_code;
+mod grpc_code;
 mod init_spec;
 mod output;
 mod proxy;

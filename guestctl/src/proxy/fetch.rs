@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tonic::transport::Channel;
 
-use crate::error::code_name;
+use crate::grpc_code::code_name;
 
 /// Largest metrics body accepted from a guest.
 pub const MAX_BODY: usize = 16 << 20;

@@ -33,6 +33,8 @@ use host_metrics::HostStats;
 use merge::Merger;
 use targets::{MetricsSource, Target, TargetError};
 
+use crate::exit_code::{EXIT_AGENT_ERROR, EXIT_USAGE};
+
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -57,6 +59,17 @@ pub enum ProxyError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+impl ProxyError {
+    /// The process exit code for this failure: bad or missing targets are usage errors
+    /// ([`EXIT_USAGE`]); not being able to serve is [`EXIT_AGENT_ERROR`].
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ProxyError::Targets(_) | ProxyError::NoTargets => EXIT_USAGE,
+            ProxyError::Bind { .. } | ProxyError::Signals(_) => EXIT_AGENT_ERROR,
+        }
+    }
 }
 
 /// `guestctl proxy` settings.

@@ -34,7 +34,7 @@ use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use tonic::Request;
 
-use crate::error::code_name;
+use crate::grpc_code::code_name;
 use crate::output::Render;
 use command::{CommandEnd, CommandSpec};
 use pause::Paused;
@@ -140,7 +140,7 @@ pub async fn run(opts: SnapshotOptions) -> u8 {
             eprintln!(
                 "guestctl: {e}; not starting a snapshot that could not be interrupted safely"
             );
-            return crate::error::EXIT_AGENT_ERROR;
+            return crate::exit_code::EXIT_AGENT_ERROR;
         }
     };
     let tracer = SnapshotTrace::new();

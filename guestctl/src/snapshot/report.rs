@@ -184,7 +184,7 @@ impl Verdict {
     pub fn conclude(&self) -> (u8, String) {
         if self.connect_failed {
             return (
-                crate::error::EXIT_CONNECT,
+                crate::exit_code::EXIT_CONNECT,
                 "could not connect to the agent; nothing was frozen".into(),
             );
         }

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 use super::quiesce::PendingQuiesce;
 use super::traced_request;
-use crate::error::code_name;
+use crate::grpc_code::code_name;
 
 /// Longest a single Thaw or FreezeStatus attempt may take; a stuck attempt is abandoned
 /// and retried (on a fresh connection if needed) while the deadline allows.
