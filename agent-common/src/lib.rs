@@ -9,10 +9,17 @@
 pub const FIFREEZE: u32 = 0xC004_5877;
 /// `FITHAW` ioctl request, `_IOWR('X', 120, int)`.
 pub const FITHAW: u32 = 0xC004_5878;
-/// Harmless ioctl request the observer issues on its own mountpoint fds at start so the kernel side
-/// can report filesystems that were frozen before the programs were loaded (`_IO('X', 254)`: no
-/// filesystem defines it, so the syscall itself fails with `ENOTTY` and changes nothing).
-pub const OBSERVER_PROBE_IOCTL: u32 = 0x0000_58FE;
+/// First argument of the `probe_fd` program (run through `BPF_PROG_TEST_RUN`, never attached):
+/// report a filesystem found frozen as [`EventKind::FrozenFound`] (the start-up probe).
+pub const PROBE_REPORT: u64 = 0;
+/// `probe_fd` mode: complete or end a freeze seen by a sync_fs hook, report a thaw of a
+/// filesystem known frozen (the collector's poll of filesystems it watches).
+pub const PROBE_TRACK: u64 = 1;
+/// `probe_fd`'s return value when the file descriptor could not be resolved to a superblock.
+pub const PROBE_UNRESOLVED: u32 = 0xFF;
+/// `probe_fd`'s return value when the descriptor's superblock is not the one expected (the
+/// mountpoint now holds another filesystem).
+pub const PROBE_OTHER_SB: u32 = 0xFE;
 
 /// `lock:contention_begin` flags for a percpu rw-semaphore reader (`LCB_F_PERCPU | LCB_F_READ`):
 /// the only kind of wait a writer on a frozen filesystem can be in.
@@ -68,8 +75,12 @@ pub struct KernelOffsets {
     pub file_f_inode: u32,
     /// `inode.i_sb` (`struct super_block *`).
     pub inode_i_sb: u32,
-    /// Thread-group id of the observer; only its [`OBSERVER_PROBE_IOCTL`] calls are answered.
-    pub observer_tgid: u32,
+    /// `xfs_mount.m_super` (`struct super_block *`), for the `xfs_fs_sync_fs` hook; 0 if the
+    /// kernel has no XFS.
+    pub xfs_mount_m_super: u32,
+    /// `btrfs_fs_info.sb` (`struct super_block *`), for the `btrfs_sync_fs` hook; 0 if the
+    /// kernel has no btrfs.
+    pub btrfs_fs_info_sb: u32,
     /// Non-zero once filled in by userspace; every program is a no-op while this is zero.
     pub valid: u32,
 }
@@ -93,7 +104,8 @@ impl KernelOffsets {
         fdt_fd: 0,
         file_f_inode: 0,
         inode_i_sb: 0,
-        observer_tgid: 0,
+        xfs_mount_m_super: 0,
+        btrfs_fs_info_sb: 0,
         valid: 0,
     };
 }
@@ -110,8 +122,12 @@ pub enum EventKind {
     StallBegin = 3,
     /// A writer stopped waiting (`start_ns`..`ts_ns` is the stall).
     StallEnd = 4,
-    /// The start-up probe found a superblock that was already frozen.
+    /// A probe found a superblock frozen that no hook had reported frozen.
     FrozenFound = 5,
+    /// A freeze is under way: a filesystem's `sync_fs` ran inside `freeze_super` (the frozen
+    /// level was between 1 and 3). The task is the freezer; the freeze completes (a
+    /// [`EventKind::Freeze`]) or fails later, which the collector's poll reports.
+    FreezeBegin = 6,
 }
 
 impl EventKind {
@@ -123,6 +139,7 @@ impl EventKind {
             3 => Self::StallBegin,
             4 => Self::StallEnd,
             5 => Self::FrozenFound,
+            6 => Self::FreezeBegin,
             _ => return None,
         })
     }
@@ -138,8 +155,14 @@ pub enum EventSource {
     IoctlTracepoint = 2,
     /// `lock:contention_begin` / `contention_end`.
     LockContention = 3,
-    /// The start-up probe ioctl.
+    /// The start-up probe (`probe_fd` run by the loader).
     Probe = 4,
+    /// A filesystem's `sync_fs` tracepoint inside `freeze_super` (`ext4_sync_fs`,
+    /// `xfs_fs_sync_fs`, `btrfs_sync_fs`); the freeze's completion is confirmed by a poll.
+    SyncFs = 5,
+    /// The collector's poll of a watched filesystem (`probe_fd` in track mode): a thaw, or a
+    /// freeze found that no hook saw begin.
+    Poll = 6,
 }
 
 impl EventSource {
@@ -150,6 +173,8 @@ impl EventSource {
             2 => Self::IoctlTracepoint,
             3 => Self::LockContention,
             4 => Self::Probe,
+            5 => Self::SyncFs,
+            6 => Self::Poll,
             _ => return None,
         })
     }
@@ -314,6 +339,24 @@ pub struct PendingIoctl {
     pub _pad: u32,
 }
 
+/// Value of the `FREEZING` map (key: superblock address): a freeze seen under way by a
+/// `sync_fs` hook, kept until a poll sees it complete or end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freezing {
+    /// When the hook fired (`bpf_ktime_get_ns`).
+    pub start_ns: u64,
+    /// The freezer's thread-group id.
+    pub tgid: u32,
+    /// The freezer's thread id.
+    pub tid: u32,
+    /// The freezer's `comm`.
+    pub comm: [u8; COMM_LEN],
+    /// Which of `sync_filesystem`'s two `sync_fs` calls recorded it (`wait` for ext4 and
+    /// btrfs, the call site for XFS): a call with the same tag is the next freeze's first.
+    pub tag: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are `#[repr(C)]`, contain only integers and byte arrays, have no
@@ -324,6 +367,7 @@ mod user {
     unsafe impl aya::Pod for super::SemOwner {}
     unsafe impl aya::Pod for super::Waiter {}
     unsafe impl aya::Pod for super::PendingIoctl {}
+    unsafe impl aya::Pod for super::Freezing {}
 }
 
 #[cfg(test)]
@@ -336,10 +380,11 @@ mod tests {
         assert_eq!(size_of::<Event>(), 128);
         assert_eq!(offset_of!(Event, sb), 48);
         assert_eq!(offset_of!(Event, comm), 64);
-        assert_eq!(size_of::<KernelOffsets>(), 18 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
         assert_eq!(size_of::<SemOwner>(), 16);
         assert_eq!(size_of::<Waiter>(), 32);
         assert_eq!(size_of::<PendingIoctl>(), 24);
+        assert_eq!(size_of::<Freezing>(), 40);
     }
 
     #[test]
@@ -369,7 +414,7 @@ mod tests {
     #[test]
     fn unknown_raw_values_are_rejected() {
         assert_eq!(EventKind::from_raw(0), None);
-        assert_eq!(EventKind::from_raw(6), None);
+        assert_eq!(EventKind::from_raw(7), None);
         assert_eq!(EventSource::from_raw(9), None);
         let mut ev = Event::ZERO;
         ev.comm = [0xff; COMM_LEN];

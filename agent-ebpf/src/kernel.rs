@@ -34,12 +34,6 @@ pub(crate) fn offsets_valid() -> bool {
     off!(valid) != 0
 }
 
-/// The observer's own thread-group id (answered by the start-up probe).
-#[inline(always)]
-pub(crate) fn observer_tgid() -> u32 {
-    off!(observer_tgid) as u32
-}
-
 /// Reads a `T` from kernel memory at `addr`.
 #[inline(always)]
 pub(crate) fn read<T>(addr: u64) -> Option<T> {
@@ -54,6 +48,26 @@ pub(crate) fn read<T>(addr: u64) -> Option<T> {
 #[inline(always)]
 pub(crate) fn frozen_level(sb: u64) -> Option<u32> {
     read::<u8>(sb + off!(sb_s_writers) + off!(sbw_frozen)).map(u32::from)
+}
+
+/// The superblock of an XFS mount (`mp->m_super`), or `None` without XFS offsets.
+#[inline(always)]
+pub(crate) fn sb_of_xfs_mount(mp: u64) -> Option<u64> {
+    let off = off!(xfs_mount_m_super);
+    if off == 0 {
+        return None;
+    }
+    read::<u64>(mp + off).filter(|&sb| sb != 0)
+}
+
+/// The superblock of a btrfs filesystem (`fs_info->sb`), or `None` without btrfs offsets.
+#[inline(always)]
+pub(crate) fn sb_of_btrfs(fs_info: u64) -> Option<u64> {
+    let off = off!(btrfs_fs_info_sb);
+    if off == 0 {
+        return None;
+    }
+    read::<u64>(fs_info + off).filter(|&sb| sb != 0)
 }
 
 /// Address of `&sb->s_writers.rw_sem[level - 1]`.

@@ -465,7 +465,9 @@ impl Btf {
             fdt_fd: pointer("fdtable", "fd")?,
             file_f_inode: pointer("file", "f_inode")?,
             inode_i_sb: pointer("inode", "i_sb")?,
-            observer_tgid: 0,
+            // Optional: a kernel without XFS or btrfs has no such struct (and no tracepoint).
+            xfs_mount_m_super: pointer("xfs_mount", "m_super").unwrap_or(0),
+            btrfs_fs_info_sb: pointer("btrfs_fs_info", "sb").unwrap_or(0),
             valid: 1,
         })
     }

@@ -1,10 +1,12 @@
 //! The collector task: reads the ring buffer through tokio's `AsyncFd` (epoll on the map fd,
 //! never a blocking read on the runtime), resolves device ids to mountpoints and feeds the
-//! events into [`crate::state`].
+//! events into [`crate::state`]. With the sync_fs freeze source it also polls the filesystems
+//! it knows frozen or being frozen ([`Watch`]), which is how their completion and thaw are
+//! seen; with nothing frozen it never wakes up on its own.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use agent_common::Event;
+use agent_common::{Event, EventKind, PROBE_OTHER_SB, PROBE_UNRESOLVED, SB_FREEZE_COMPLETE};
 use aya::{
     maps::{MapData, RingBuf},
     Ebpf,
@@ -13,8 +15,111 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     mountinfo,
+    probe::{Mode, Probe},
     state::{ObserverEvent, Shared},
 };
+
+/// Poll period while a watched freeze is under way (the sync is done; the rest takes
+/// milliseconds): how late a freeze's completion is seen.
+const POLL_FREEZING: Duration = Duration::from_millis(2);
+/// Poll period while watched filesystems are frozen: how late a thaw is seen when no blocked
+/// writer reports it first.
+const POLL_FROZEN: Duration = Duration::from_millis(10);
+/// Polls in a row that may fail to open or resolve a watched filesystem before it is dropped
+/// from the watch (unmounted, or hidden by another mount).
+const POLL_FAILURES: u32 = 100;
+
+/// One filesystem the poll follows.
+#[derive(Debug)]
+struct Watched {
+    major: u32,
+    minor: u32,
+    /// A freeze under way (not yet seen complete).
+    freezing: bool,
+    failures: u32,
+}
+
+/// The filesystems known frozen or being frozen, key: superblock address. Only used with the
+/// sync_fs source, whose hooks see a freeze begin but not complete or end.
+#[derive(Debug, Default)]
+struct Watch {
+    by_sb: HashMap<u64, Watched>,
+}
+
+impl Watch {
+    /// Starts or updates watching after a kernel event.
+    fn note(&mut self, ev: &Event) {
+        let freezing = match ev.event_kind() {
+            Some(EventKind::FreezeBegin) => true,
+            Some(EventKind::Freeze) if ev.ret == 0 => false,
+            Some(EventKind::FrozenFound) => ev.level < SB_FREEZE_COMPLETE,
+            Some(EventKind::Thaw) if ev.ret == 0 && ev.level != SB_FREEZE_COMPLETE => {
+                self.by_sb.remove(&ev.sb);
+                return;
+            }
+            _ => return,
+        };
+        let w = self.by_sb.entry(ev.sb).or_insert(Watched {
+            major: ev.dev_major(),
+            minor: ev.dev_minor(),
+            freezing,
+            failures: 0,
+        });
+        w.freezing = freezing;
+    }
+
+    /// How long to sleep before the next poll; `None` when nothing is watched.
+    fn period(&self) -> Option<Duration> {
+        if self.by_sb.is_empty() {
+            None
+        } else if self.by_sb.values().any(|w| w.freezing) {
+            Some(POLL_FREEZING)
+        } else {
+            Some(POLL_FROZEN)
+        }
+    }
+
+    /// Applies one poll result for `sb` (a frozen level, or why there is none).
+    fn update(&mut self, sb: u64, result: std::io::Result<u32>) {
+        let Some(w) = self.by_sb.get_mut(&sb) else {
+            return;
+        };
+        match result {
+            Ok(0) => {
+                self.by_sb.remove(&sb);
+            }
+            Ok(level) if (1..=SB_FREEZE_COMPLETE).contains(&level) => {
+                w.freezing = level < SB_FREEZE_COMPLETE;
+                w.failures = 0;
+            }
+            other => {
+                w.failures += 1;
+                if w.failures >= POLL_FAILURES {
+                    let why = match other {
+                        Ok(PROBE_OTHER_SB) => "its mountpoint holds another filesystem".into(),
+                        Ok(PROBE_UNRESOLVED) => "its mountpoint did not resolve".into(),
+                        Ok(v) => format!("unexpected probe answer {v}"),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(
+                        dev = %format!("{}:{}", w.major, w.minor),
+                        reason = %why,
+                        "no longer following a frozen filesystem (its thaw will not be seen)"
+                    );
+                    self.by_sb.remove(&sb);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `period`, or forever when there is nothing to poll.
+async fn sleep_or_never(period: Option<Duration>) {
+    match period {
+        Some(p) => tokio::time::sleep(p).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Device id -> mountpoint, refreshed from `/proc/self/mountinfo` when an unknown id shows up.
 #[derive(Debug, Default)]
@@ -42,6 +147,8 @@ pub(crate) struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     shared: Arc<Shared>,
     mounts: Mountpoints,
+    /// The probe and what it follows; `None` unless the freeze source needs polling.
+    poll: Option<(Arc<Probe>, Watch)>,
 }
 
 impl Collector {
@@ -49,6 +156,7 @@ impl Collector {
     pub(crate) fn new(
         ebpf: Ebpf,
         ring: RingBuf<MapData>,
+        probe: Option<Probe>,
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as
@@ -60,6 +168,7 @@ impl Collector {
             ring,
             shared,
             mounts: Mountpoints::default(),
+            poll: probe.map(|p| (Arc::new(p), Watch::default())),
         })
     }
 
@@ -67,22 +176,73 @@ impl Collector {
     pub(crate) async fn run(mut self) {
         let mut batch: Vec<Option<Event>> = Vec::new();
         loop {
-            let mut guard = match self.ring.readable_mut().await {
-                Ok(guard) => guard,
-                Err(e) => {
-                    tracing::error!(error = %e, "eBPF ring buffer poll failed; observer stops");
-                    return;
+            let period = self.poll.as_ref().and_then(|(_, w)| w.period());
+            let tick = tokio::select! {
+                ready = self.ring.readable_mut() => {
+                    let mut guard = match ready {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            tracing::error!(error = %e, "eBPF ring buffer poll failed; observer stops");
+                            return;
+                        }
+                    };
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        batch.push(Event::from_bytes(&item));
+                    }
+                    guard.clear_ready();
+                    false
                 }
+                () = sleep_or_never(period) => true,
             };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                batch.push(Event::from_bytes(&item));
-            }
-            guard.clear_ready();
-            drop(guard);
             for ev in batch.drain(..) {
                 self.handle(ev).await;
             }
+            if tick {
+                self.poll_watched().await;
+            }
+        }
+    }
+
+    /// Runs the probe on every watched filesystem (off the runtime: it opens mountpoints). The
+    /// kernel side emits the completions and thaws it finds into the ring buffer.
+    async fn poll_watched(&mut self) {
+        let Some((probe, watch)) = &self.poll else {
+            return;
+        };
+        let probe = Arc::clone(probe);
+        let mut targets = Vec::with_capacity(watch.by_sb.len());
+        let devs: Vec<(u64, u32, u32)> = watch
+            .by_sb
+            .iter()
+            .map(|(&sb, w)| (sb, w.major, w.minor))
+            .collect();
+        for (sb, major, minor) in devs {
+            targets.push((sb, self.mounts.lookup(major, minor).await));
+        }
+        let results = tokio::task::spawn_blocking(move || {
+            targets
+                .into_iter()
+                .map(|(sb, mp)| {
+                    let result = match mp {
+                        Some(mp) => probe.run_on(&mp, Mode::Track, sb),
+                        None => Err(std::io::Error::other("not mounted here")),
+                    };
+                    (sb, result)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Some((_, watch)) = &mut self.poll else {
+            return;
+        };
+        match results {
+            Ok(results) => {
+                for (sb, result) in results {
+                    watch.update(sb, result);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "observer poll task failed"),
         }
     }
 
@@ -97,6 +257,9 @@ impl Collector {
         } else {
             None
         };
+        if let Some((_, watch)) = &mut self.poll {
+            watch.note(&ev);
+        }
         let out = self.lock().apply(&ev, mountpoint);
         if let Some(out) = out {
             log_event(&out);

@@ -14,13 +14,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`btf`] (offsets), [`loader`] (choosing and attaching hooks), `collector` (the
-//! ring-buffer task), [`state`] (the typed interface), [`mountinfo`].
+//! Modules: [`btf`] (offsets), [`loader`] (choosing and attaching hooks), `probe` (asking
+//! about one filesystem on demand), `collector` (the ring-buffer task and the poll of
+//! filesystems being frozen), [`state`] (the typed interface), [`mountinfo`].
 
 pub mod btf;
 mod collector;
 pub mod loader;
 pub mod mountinfo;
+mod probe;
 pub mod state;
 
 use std::sync::{Arc, Mutex};
@@ -90,8 +92,11 @@ pub async fn start(config: ObserverConfig) -> Result<Option<ObserverHandle>, Obs
         )),
         events: tokio::sync::broadcast::channel(1024).0,
     });
-    let collector = collector::Collector::new(loaded.ebpf, loaded.events, Arc::clone(&shared))
-        .map_err(ObserverError::Runtime)?;
+    // Only the sync_fs source needs the poll: its hooks see a freeze begin, not end.
+    let probe = (loaded.freeze_source == FreezeSource::SyncFs).then_some(loaded.probe);
+    let collector =
+        collector::Collector::new(loaded.ebpf, loaded.events, probe, Arc::clone(&shared))
+            .map_err(ObserverError::Runtime)?;
     let task = tokio::spawn(collector.run());
     Ok(Some(ObserverHandle::new(shared, task)))
 }

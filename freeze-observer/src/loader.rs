@@ -1,30 +1,30 @@
 //! Loading and attaching the embedded `agent-ebpf` object.
 //!
 //! Offsets come from BTF ([`crate::btf`]) and go into the `OFFSETS` global. Freezes are seen by
-//! fexit on `freeze_super`/`thaw_super` where the kernel allows trampolines, otherwise by the
-//! `sys_enter_ioctl`/`sys_exit_ioctl` tracepoints (FIFREEZE/FITHAW only: freezes made by other
-//! paths such as LVM or suspend are then invisible), or by nothing when configured so (writer
-//! stalls only: no per-syscall cost on kernels without trampolines). Stalled writers are seen by tp_btf
-//! `contention_begin`/`contention_end`, or the raw tracepoints of the same name. Everything here
-//! blocks (bpf syscalls, BTF parsing): call it from `spawn_blocking`.
+//! fexit on `freeze_super`/`thaw_super` where the kernel allows trampolines; otherwise by the
+//! filesystems' `sync_fs` tracepoints (ext4, XFS, btrfs), which fire inside `freeze_super` and
+//! on sync/syncfs/umount but on no other path, the freeze's completion and thaw confirmed by the
+//! collector's poll ([`crate::probe`]). The `sys_enter_ioctl`/`sys_exit_ioctl` tracepoints
+//! (FIFREEZE/FITHAW only, and every syscall of the machine on the traced path) are an explicit
+//! opt-in; `none` sees freezes only through the writers blocked on them. Stalled writers are
+//! seen by tp_btf `contention_begin`/`contention_end`, or the raw tracepoints of the same name.
+//! Everything here blocks (bpf syscalls, BTF parsing): call it from `spawn_blocking`.
 
 use std::{
     ffi::CString,
     fmt,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     str::FromStr,
     time::Instant,
 };
 
-use agent_common::OBSERVER_PROBE_IOCTL;
 use aya::{
     maps::{MapData, RingBuf},
     programs::{BtfTracePoint, FExit, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfError, EbpfLoader, Endianness,
 };
 
-use crate::{btf::Btf, mountinfo};
+use crate::{btf::Btf, probe::Probe};
 
 /// The eBPF object built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).
 pub(crate) static EBPF_OBJECT: &[u8] =
@@ -79,6 +79,10 @@ pub enum FreezeSource {
     Fexit,
     /// `syscalls:sys_enter_ioctl` / `sys_exit_ioctl` filtered to FIFREEZE / FITHAW.
     IoctlTracepoints,
+    /// The filesystems' `sync_fs` tracepoints (inside `freeze_super`: the freezer and the
+    /// start), completion and thaw confirmed by polling the frozen filesystems. Sees every
+    /// freeze of ext4, XFS and btrfs on any path, at no cost to other syscalls.
+    SyncFs,
     /// No freeze hook: writer stalls only. A frozen filesystem shows up (origin unknown) when
     /// a writer blocks on it, and counts as thawed when that writer resumes. Chosen only by
     /// configuration, for kernels without trampolines where the syscall tracepoints' cost on
@@ -87,25 +91,28 @@ pub enum FreezeSource {
 }
 
 impl FreezeSource {
-    /// Short label (`fexit`, `ioctl_tracepoints`, `none`), e.g. for a metric.
+    /// Short label (`fexit`, `sync_fs`, `ioctl_tracepoints`, `none`), e.g. for a metric.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Fexit => "fexit",
+            Self::SyncFs => "sync_fs",
             Self::IoctlTracepoints => "ioctl_tracepoints",
             Self::None => "none",
         }
     }
 }
 
-/// `--ebpf-freeze-hook auto|fexit|ioctl|none`: which freeze source to use.
+/// `--ebpf-freeze-hook auto|fexit|sync-fs|ioctl|none`: which freeze source to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FreezeHook {
-    /// fexit where the kernel allows trampolines, else the ioctl tracepoints.
+    /// fexit where the kernel allows trampolines, else the sync_fs tracepoints (else none).
     #[default]
     Auto,
     /// fexit only; loading fails where the kernel refuses it.
     Fexit,
-    /// The FIFREEZE/FITHAW syscall tracepoints.
+    /// The filesystems' sync_fs tracepoints plus polling of frozen filesystems.
+    SyncFs,
+    /// The FIFREEZE/FITHAW syscall tracepoints (every syscall takes the traced path).
     Ioctl,
     /// No freeze hook (writer stalls only).
     None,
@@ -114,6 +121,7 @@ pub enum FreezeHook {
 named_choice!(FreezeHook, "freeze hook", {
     Auto => "auto",
     Fexit => "fexit",
+    SyncFs => "sync-fs",
     Ioctl => "ioctl",
     None => "none",
 });
@@ -124,6 +132,7 @@ impl FreezeHook {
         match self {
             Self::Auto => None,
             Self::Fexit => Some(FreezeSource::Fexit),
+            Self::SyncFs => Some(FreezeSource::SyncFs),
             Self::Ioctl => Some(FreezeSource::IoctlTracepoints),
             Self::None => Some(FreezeSource::None),
         }
@@ -154,8 +163,6 @@ impl ContentionHook {
 pub struct LoadOptions {
     /// Kernel BTF to read offsets from.
     pub btf_path: PathBuf,
-    /// Our own tgid, the only process whose probe ioctls the kernel side answers.
-    pub observer_tgid: u32,
     /// Force a freeze source instead of trying fexit first (tests, troubleshooting).
     pub freeze_source: Option<FreezeSource>,
     /// Force a contention hook instead of trying tp_btf first.
@@ -168,7 +175,6 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             btf_path: PathBuf::from(crate::btf::VMLINUX_BTF),
-            observer_tgid: std::process::id(),
             freeze_source: None,
             contention_hook: None,
             probe_frozen: true,
@@ -227,6 +233,15 @@ pub enum LoadError {
     /// tracefs could not be found or mounted.
     #[error("tracefs unavailable: {0}")]
     Tracefs(#[source] std::io::Error),
+    /// Another system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// True if any error in the chain is an EPERM/EACCES from the kernel.
@@ -243,7 +258,8 @@ fn is_permission_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn program_error(name: &'static str, what: &str, err: ProgramError) -> LoadError {
+/// Maps a program's load or attach error to what an operator reads.
+pub(crate) fn program_error(name: &'static str, what: &str, err: ProgramError) -> LoadError {
     if is_permission_error(&err) {
         let what = format!("{what} {name}");
         // SAFETY: geteuid has no preconditions.
@@ -266,6 +282,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// The ring buffer of [`agent_common::Event`]s.
     pub events: RingBuf<MapData>,
+    /// The on-demand probe (start-up, and the poll of frozen filesystems).
+    pub(crate) probe: Probe,
     /// Where freezes are seen from.
     pub freeze_source: FreezeSource,
     /// Why that source.
@@ -300,9 +318,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             what: "no lock:contention_begin tracepoint (needs Linux 5.19+)".to_owned(),
         });
     }
-    let mut offsets = btf.kernel_offsets()?;
-    offsets.observer_tgid = opts.observer_tgid;
+    let offsets = btf.kernel_offsets()?;
     let arity = FexitArity::read(&btf);
+    let sync_fs = SyncFsHooks::read(&btf, &offsets);
     // Peak memory: each parse of the kernel's BTF holds megabytes. Ours is done with; the
     // copy `EbpfLoader::new` parses by itself goes before aya's own is parsed, so only one
     // is alive at a time.
@@ -328,10 +346,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let contention_hook = attach_contention(&mut ebpf, &aya_btf, opts.contention_hook)?;
     let (freeze_source, freeze_source_reason) =
-        attach_freeze_source(&mut ebpf, arity, &aya_btf, opts.freeze_source)?;
+        attach_freeze_source(&mut ebpf, arity, &sync_fs, &aya_btf, opts.freeze_source)?;
+    drop(aya_btf);
 
+    let probe = Probe::load(&mut ebpf)?;
     if opts.probe_frozen {
-        if let Err(e) = probe_frozen_filesystems(&mut ebpf) {
+        if let Err(e) = probe.report_frozen_filesystems() {
             tracing::warn!(error = %e, "could not probe for filesystems frozen before start");
         }
     }
@@ -347,6 +367,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     Ok(Loaded {
         ebpf,
         events,
+        probe,
         freeze_source,
         freeze_source_reason,
         contention_hook,
@@ -405,20 +426,32 @@ fn attach_contention(
 fn attach_freeze_source(
     ebpf: &mut Ebpf,
     arity: FexitArity,
+    sync_fs: &SyncFsHooks,
     aya_btf: &aya::Btf,
     forced: Option<FreezeSource>,
 ) -> Result<(FreezeSource, String), LoadError> {
+    let forced_reason = || "forced by configuration".to_owned();
     match forced {
         Some(FreezeSource::IoctlTracepoints) => {
             attach_ioctl(ebpf)?;
             Ok((
                 FreezeSource::IoctlTracepoints,
-                "forced by configuration".to_owned(),
+                format!(
+                    "{}: every syscall on the machine takes the kernel's traced path",
+                    forced_reason()
+                ),
             ))
         }
         Some(FreezeSource::Fexit) => {
             attach_fexit(ebpf, arity, aya_btf)?;
-            Ok((FreezeSource::Fexit, "forced by configuration".to_owned()))
+            Ok((FreezeSource::Fexit, forced_reason()))
+        }
+        Some(FreezeSource::SyncFs) => {
+            let covered = attach_sync_fs(ebpf, sync_fs)?;
+            Ok((
+                FreezeSource::SyncFs,
+                format!("{}: {}", forced_reason(), sync_fs_reason(&covered)),
+            ))
         }
         Some(FreezeSource::None) => Ok((
             FreezeSource::None,
@@ -426,29 +459,112 @@ fn attach_freeze_source(
              seen when a writer blocks on it"
                 .to_owned(),
         )),
-        None => match attach_fexit(ebpf, arity, aya_btf) {
-            Ok(()) => Ok((
-                FreezeSource::Fexit,
-                "fexit on freeze_super/thaw_super accepted by the kernel".to_owned(),
-            )),
-            Err(e) => {
-                for name in FEXIT_PROGRAMS {
-                    if let Ok(p) = program::<FExit>(ebpf, name) {
-                        let _ = p.unload();
-                    }
+        None => {
+            let fexit_err = match attach_fexit(ebpf, arity, aya_btf) {
+                Ok(()) => {
+                    return Ok((
+                        FreezeSource::Fexit,
+                        "fexit on freeze_super/thaw_super accepted by the kernel".to_owned(),
+                    ))
                 }
-                attach_ioctl(ebpf)?;
-                Ok((
-                    FreezeSource::IoctlTracepoints,
-                    format!(
-                        "fexit refused ({e}); using FIFREEZE/FITHAW syscall tracepoints, \
-                         freezes by other kernel paths (LVM, suspend) are not seen, and every \
-                         syscall on the machine now takes the kernel's traced path \
-                         (--ebpf-freeze-hook none avoids that cost)"
-                    ),
-                ))
+                Err(e) => e,
+            };
+            for name in FEXIT_PROGRAMS {
+                if let Ok(p) = program::<FExit>(ebpf, name) {
+                    let _ = p.unload();
+                }
             }
-        },
+            match attach_sync_fs(ebpf, sync_fs) {
+                Ok(covered) => Ok((
+                    FreezeSource::SyncFs,
+                    format!("fexit refused ({fexit_err}); {}", sync_fs_reason(&covered)),
+                )),
+                Err(e) => Ok((
+                    FreezeSource::None,
+                    format!(
+                        "fexit refused ({fexit_err}) and no sync_fs tracepoint usable ({e}): \
+                         writer stalls only, a frozen filesystem is seen when a writer blocks \
+                         on it (--ebpf-freeze-hook ioctl sees FIFREEZE calls at a cost to \
+                         every syscall)"
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+/// The operator's explanation of the sync_fs source, naming the filesystems it covers.
+fn sync_fs_reason(covered: &[&str]) -> String {
+    format!(
+        "filesystem sync_fs tracepoints ({}) see freezes of those filesystems by any path, \
+         with the freezer; other filesystems' freezes are seen when a writer blocks on them",
+        covered.join(", ")
+    )
+}
+
+/// The `sync_fs` tracepoints: (program, tracepoint, filesystem).
+const SYNC_FS_HOOKS: [(&str, &str, &str); 3] = [
+    ("sync_fs_ext4", "ext4_sync_fs", "ext4"),
+    ("sync_fs_xfs", "xfs_fs_sync_fs", "xfs"),
+    ("sync_fs_btrfs", "btrfs_sync_fs", "btrfs"),
+];
+
+/// Which `sync_fs` tracepoints the running kernel has (read from BTF before it is dropped),
+/// and whether the offsets their programs need were found.
+struct SyncFsHooks {
+    present: Vec<&'static str>,
+}
+
+impl SyncFsHooks {
+    fn read(btf: &Btf, offsets: &agent_common::KernelOffsets) -> Self {
+        let present = SYNC_FS_HOOKS
+            .iter()
+            .filter(|(_, tp, fs)| {
+                btf.has_named_type(&format!("btf_trace_{tp}"))
+                    && match *fs {
+                        "xfs" => offsets.xfs_mount_m_super != 0,
+                        "btrfs" => offsets.btrfs_fs_info_sb != 0,
+                        _ => true,
+                    }
+            })
+            .map(|(_, tp, _)| *tp)
+            .collect();
+        Self { present }
+    }
+}
+
+/// Attaches every present sync_fs tracepoint; returns the filesystems covered. An error if
+/// none could be attached.
+fn attach_sync_fs(ebpf: &mut Ebpf, hooks: &SyncFsHooks) -> Result<Vec<&'static str>, LoadError> {
+    let mut covered = Vec::new();
+    let mut last_err = None;
+    for (name, tp, fs) in SYNC_FS_HOOKS {
+        if !hooks.present.contains(&tp) {
+            continue;
+        }
+        let prog: &mut RawTracePoint = program(ebpf, name)?;
+        let attached = prog
+            .load()
+            .map_err(|e| program_error(name, "loading", e))
+            .and_then(|()| {
+                prog.attach(tp)
+                    .map(drop)
+                    .map_err(|e| program_error(name, "attaching", e))
+            });
+        match attached {
+            Ok(()) => covered.push(fs),
+            Err(e) => {
+                tracing::debug!(error = %e, tracepoint = tp, "sync_fs hook unavailable");
+                last_err = Some(e);
+            }
+        }
+    }
+    match (covered.is_empty(), last_err) {
+        (false, _) => Ok(covered),
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(LoadError::KernelTooOld {
+            what: "no ext4_sync_fs, xfs_fs_sync_fs or btrfs_sync_fs tracepoint".to_owned(),
+        }),
     }
 }
 
@@ -516,7 +632,8 @@ fn attach_ioctl(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+/// The program `name` of `ebpf`, as the program type `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
@@ -563,49 +680,6 @@ fn ensure_tracefs() -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Filesystem types the probe may open: block-device backed ones (major != 0) plus btrfs,
-/// whose anonymous device has major 0. Network and automount filesystems are never opened.
-fn probe_candidate(e: &mountinfo::MountEntry) -> bool {
-    const NEVER: [&str; 7] = ["autofs", "nfs", "nfs4", "cifs", "smb3", "fuse", "9p"];
-    if NEVER
-        .iter()
-        .any(|t| e.fstype == *t || e.fstype.starts_with("fuse."))
-    {
-        return false;
-    }
-    e.major != 0 || e.fstype == "btrfs"
-}
-
-/// Attaches the probe program, issues the harmless probe ioctl on each candidate mountpoint
-/// (the kernel side reports the ones already frozen), then detaches it again.
-fn probe_frozen_filesystems(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    ensure_tracefs()?;
-    let name = "probe_enter_ioctl";
-    let prog: &mut TracePoint = program(ebpf, name)?;
-    prog.load().map_err(|e| program_error(name, "loading", e))?;
-    let link = prog
-        .attach("syscalls", "sys_enter_ioctl")
-        .map_err(|e| program_error(name, "attaching", e))?;
-    let mut seen = std::collections::HashSet::new();
-    let entries = mountinfo::read_self().map_err(LoadError::Tracefs)?;
-    for e in entries.iter().filter(|e| probe_candidate(e)) {
-        if !seen.insert((e.major, e.minor)) {
-            continue;
-        }
-        // O_PATH fds do not reach the ioctl handler's fd lookup, so open read-only.
-        let Ok(dir) = std::fs::File::open(&e.mountpoint) else {
-            continue;
-        };
-        // SAFETY: an ioctl no filesystem defines, on an fd we own; it fails with ENOTTY.
-        let _ = unsafe { libc::ioctl(dir.as_raw_fd(), OBSERVER_PROBE_IOCTL as _, 0) };
-    }
-    let prog: &mut TracePoint = program(ebpf, name)?;
-    prog.detach(link)
-        .map_err(|e| program_error(name, "detaching", e))?;
-    let _ = prog.unload();
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,12 +692,18 @@ mod tests {
         for h in [
             FreezeHook::Auto,
             FreezeHook::Fexit,
+            FreezeHook::SyncFs,
             FreezeHook::Ioctl,
             FreezeHook::None,
         ] {
             assert_eq!(h.to_string().parse::<FreezeHook>().unwrap(), h);
         }
         assert_eq!(FreezeHook::Ioctl.to_string(), "ioctl");
+        assert_eq!(FreezeHook::SyncFs.to_string(), "sync-fs");
+        assert_eq!(
+            "kprobe".parse::<FreezeHook>().unwrap_err(),
+            "invalid freeze hook `kprobe` (expected one of: auto fexit sync-fs ioctl none)"
+        );
         assert_eq!(
             "sometimes".parse::<EbpfMode>().unwrap_err(),
             "invalid eBPF mode `sometimes` (expected one of: auto required off)"
@@ -650,23 +730,6 @@ mod tests {
             program_error("x", "loading", err),
             LoadError::Program { .. }
         ));
-    }
-
-    #[test]
-    fn probe_skips_network_and_virtual_filesystems() {
-        let entry = |major, fstype: &str| mountinfo::MountEntry {
-            major,
-            minor: 1,
-            root: "/".into(),
-            mountpoint: "/x".into(),
-            fstype: fstype.into(),
-        };
-        assert!(probe_candidate(&entry(7, "ext4")));
-        assert!(probe_candidate(&entry(0, "btrfs")));
-        assert!(!probe_candidate(&entry(0, "proc")));
-        assert!(!probe_candidate(&entry(0, "nfs4")));
-        assert!(!probe_candidate(&entry(8, "fuse.sshfs")));
-        assert!(!probe_candidate(&entry(0, "autofs")));
     }
 
     #[test]

@@ -431,9 +431,11 @@ impl ObserverState {
                     errno: -ev.ret,
                 })
             }
-            EventKind::Freeze | EventKind::FrozenFound => {
+            // A freeze under way counts as frozen from its start: writers are shut out from
+            // level 1 on. Its completion (a Freeze event) then only counts it.
+            EventKind::Freeze | EventKind::FrozenFound | EventKind::FreezeBegin => {
                 let found = kind == EventKind::FrozenFound;
-                if !found {
+                if kind == EventKind::Freeze {
                     match origin {
                         Origin::Agent => self.freezes_by_agent += 1,
                         _ => self.freezes_by_others += 1,
@@ -786,6 +788,42 @@ mod tests {
         assert!(st.apply(&e, None).is_none());
         e.kind = 77;
         assert!(st.apply(&e, None).is_none());
+    }
+
+    #[test]
+    fn a_sync_fs_freeze_is_frozen_from_its_begin_and_counted_once_at_completion() {
+        let mut st = ObserverState::new(
+            AGENT,
+            FreezeSource::SyncFs,
+            String::new(),
+            ContentionHook::RawTracepoint,
+        );
+        let mut begin = ev(EventKind::FreezeBegin, 42, 1_000);
+        begin.source = EventSource::SyncFs as u32;
+        let Some(ObserverEvent::Frozen { freeze, .. }) = st.apply(&begin, Some("/mnt/a".into()))
+        else {
+            panic!("a freeze under way is reported at once");
+        };
+        assert_eq!(freeze.by.as_ref().map(|t| t.pid), Some(42));
+        assert_eq!(st.snapshot().freezes_by_others, 0, "not complete yet");
+        let mut done = ev(EventKind::Freeze, 42, 1_012);
+        done.source = EventSource::SyncFs as u32;
+        assert_eq!(st.apply(&done, None), None, "already reported");
+        assert_eq!(st.snapshot().freezes_by_others, 1);
+        // The poll's thaw: no thawing task known.
+        let mut thaw = ev(EventKind::Thaw, 0, 1_500);
+        thaw.source = EventSource::Poll as u32;
+        let Some(ObserverEvent::Thawed { freeze, .. }) = st.apply(&thaw, None) else {
+            panic!("thaw not reported");
+        };
+        assert_eq!(
+            freeze.duration,
+            Some(Duration::from_millis(500)),
+            "from the begin"
+        );
+        assert_eq!(freeze.origin, Origin::Other);
+        let fs = &st.snapshot().filesystems[0];
+        assert_eq!((fs.freezes_total, fs.frozen.is_none()), (1, true));
     }
 
     fn stall(kind: EventKind, ts_ms: u64) -> Event {

@@ -2,8 +2,8 @@
 //! hook the operator can choose, seen through FreezeStatus while `fsfreeze` (not the agent)
 //! holds a loop filesystem frozen and a `dd` writer is blocked on it.
 //!
-//! * `--ebpf-freeze-hook ioctl`: the freeze itself is seen (origin "other", by fsfreeze), with
-//!   or without a writer.
+//! * `--ebpf-freeze-hook ioctl` and `sync-fs` (the default on kernels without trampolines):
+//!   the freeze itself is seen (origin "other", by fsfreeze), with or without a writer.
 //! * `--ebpf-freeze-hook none` (no syscall tracepoint: no per-syscall cost): nothing is known
 //!   until a writer blocks; then the freeze shows up with origin "unknown" and the writer.
 //! * A bad hook name is refused at start-up with a message naming the choices.
@@ -54,40 +54,39 @@ async fn external_freeze_seen(hook: &str) -> anyhow::Result<()> {
     let mut rpc = agent.rpc().await?.with_timeout(Duration::from_secs(10));
     let st = rpc.status().await??;
     let ebpf = st.ebpf.clone().unwrap_or_default();
-    let want = if hook == "ioctl" {
-        "ioctl_tracepoints"
-    } else {
-        hook
+    let want = match hook {
+        "ioctl" => "ioctl_tracepoints",
+        "sync-fs" => "sync_fs",
+        other => other,
     };
+    let sees_freezes = hook != "none";
     assert!(ebpf.active, "{ebpf:?}\n{}", agent.logs());
     assert_eq!(ebpf.freeze_source, want, "{ebpf:?}");
 
     let mp = fs.mp();
     let freeze = ExternalFreeze::freeze(fs.mountpoint())?;
-    let before_writer = match hook {
+    let before_writer = if sees_freezes {
         // The collector reports the freeze event when it gets to it.
-        "ioctl" => {
-            status_until(&mut rpc, |st| observed(st, &mp).is_some())
-                .await?
-                .1
-        }
+        status_until(&mut rpc, |st| observed(st, &mp).is_some())
+            .await?
+            .1
+    } else {
         // Nothing can report it; give a wrong report time to show up.
-        _ => {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            rpc.status().await??
-        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rpc.status().await??
     };
-    match hook {
-        "ioctl" => {
+    match sees_freezes {
+        true => {
             let o = observed(&before_writer, &mp).unwrap_or_else(|| {
-                panic!("fsfreeze not seen by the ioctl hook: {before_writer:?}")
+                panic!("fsfreeze not seen by the {hook} hook: {before_writer:?}")
             });
             assert_eq!(
                 (o.origin.as_str(), o.frozen_by_comm.as_str()),
                 ("other", "fsfreeze")
             );
+            assert_eq!(o.frozen_by_pid, freeze.pid(), "{o:?}");
         }
-        _ => assert!(
+        false => assert!(
             observed(&before_writer, &mp).is_none(),
             "no freeze hook and no writer, yet the freeze is known: {before_writer:?}"
         ),
@@ -105,7 +104,7 @@ async fn external_freeze_seen(hook: &str) -> anyhow::Result<()> {
         agent.logs()
     );
     let o = observed(&st, &mp).expect("observed");
-    let origin = if hook == "ioctl" { "other" } else { "unknown" };
+    let origin = if sees_freezes { "other" } else { "unknown" };
     assert_eq!(o.origin, origin, "{o:?}");
     let ours = o
         .blocked_writers
@@ -133,6 +132,11 @@ async fn ioctl_hook_sees_an_external_freeze_and_its_blocked_writer() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_fs_hook_sees_an_external_freeze_and_its_blocked_writer() -> anyhow::Result<()> {
+    external_freeze_seen("sync-fs").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_freeze_hook_a_blocked_writer_reveals_the_freeze() -> anyhow::Result<()> {
     external_freeze_seen("none").await
 }
@@ -147,7 +151,9 @@ async fn an_unknown_freeze_hook_is_refused_at_start() -> anyhow::Result<()> {
     assert_eq!(status.code(), Some(2), "{}", agent.logs());
     let logs = agent.logs();
     assert!(
-        logs.contains("invalid freeze hook `kprobe` (expected one of: auto fexit ioctl none)"),
+        logs.contains(
+            "invalid freeze hook `kprobe` (expected one of: auto fexit sync-fs ioctl none)"
+        ),
         "the refusal should name the choices: {logs}"
     );
     Ok(())

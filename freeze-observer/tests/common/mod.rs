@@ -36,7 +36,29 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A 64 MiB ext4 image on a loop device, mounted under a fresh directory in /var/tmp.
+/// Filesystem types the fixtures can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsKind {
+    /// ext4, 64 MiB.
+    Ext4,
+    /// XFS, 300 MiB (mkfs.xfs's minimum).
+    Xfs,
+    /// btrfs, 256 MiB.
+    Btrfs,
+}
+
+impl FsKind {
+    fn mkfs(self) -> (&'static str, &'static [&'static str], u64) {
+        match self {
+            Self::Ext4 => ("mkfs.ext4", &["-q", "-F"], 64),
+            Self::Xfs => ("mkfs.xfs", &["-q", "-f"], 300),
+            Self::Btrfs => ("mkfs.btrfs", &["-q", "-f"], 256),
+        }
+    }
+}
+
+/// An image on a loop device (64 MiB ext4 unless made by [`LoopFs::with_kind`]), mounted
+/// under a fresh directory in /var/tmp.
 pub struct LoopFs {
     dir: tempfile::TempDir,
     pub mountpoint: PathBuf,
@@ -45,17 +67,25 @@ pub struct LoopFs {
 }
 
 impl LoopFs {
-    /// Creates, formats and mounts a new image.
+    /// Creates, formats (ext4) and mounts a new image.
     pub fn new(tag: &str) -> Self {
+        Self::with_kind(tag, FsKind::Ext4)
+    }
+
+    /// Creates, formats and mounts a new image of `kind`.
+    pub fn with_kind(tag: &str, kind: FsKind) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("freeze-observer-{tag}-"))
             .tempdir_in("/var/tmp")
             .expect("scratch dir");
         let image = dir.path().join("fs.img");
+        let (mkfs, flags, mib) = kind.mkfs();
         let f = std::fs::File::create(&image).expect("image");
-        f.set_len(64 << 20).expect("size image");
+        f.set_len(mib << 20).expect("size image");
         drop(f);
-        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let mut args = flags.to_vec();
+        args.push(image.to_str().unwrap());
+        run(mkfs, &args);
         let loop_dev = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).expect("mountpoint");
@@ -77,11 +107,25 @@ impl LoopFs {
 
     /// Freezes it with `fsfreeze -f` (another process: origin "other").
     pub fn freeze(&self) -> FreezeGuard<'_> {
-        run("fsfreeze", &["-f", self.mountpoint.to_str().unwrap()]);
-        FreezeGuard {
+        self.freeze_by("fsfreeze").0
+    }
+
+    /// Freezes it with `tool -f MOUNTPOINT` (`fsfreeze` or `xfs_freeze`); also returns the
+    /// pid of the process started.
+    pub fn freeze_by(&self, tool: &str) -> (FreezeGuard<'_>, u32) {
+        // The guard exists before the tool runs, so even a failed run is thawed on drop.
+        let guard = FreezeGuard {
             fs: self,
             active: true,
-        }
+        };
+        let child = Command::new(tool)
+            .args(["-f", self.mountpoint.to_str().unwrap()])
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{tool} -f failed");
+        (guard, pid)
     }
 }
 
