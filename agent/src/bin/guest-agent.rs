@@ -64,7 +64,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             Journal::disabled()
         }
     };
-    let freezer = Freezer::new(
+    let freezer = Freezer::with_events(
         FreezerConfig {
             freeze_only: cfg.freeze_only.clone(),
             watchdog_timeout: cfg.freeze_timeout,
@@ -78,11 +78,13 @@ async fn run(cfg: Config) -> Result<(), String> {
             }),
         },
         journal,
+        Arc::new(telemetry::freezer::FreezerTelemetry),
     );
     for (entry, result) in freezer.recover().await {
         tracing::info!(mountpoint = %entry.mount_point.display(), ?result, "recovered freeze journal entry");
     }
-    telemetry::metrics().observe_freezer(freezer.clone());
+    let status = freezer.clone();
+    telemetry::metrics().observe_freezer(move || status.status());
     let shutdown = Shutdown::new();
     let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
         .await

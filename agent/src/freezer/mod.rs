@@ -6,7 +6,11 @@
 //! ([`crate::mounts`]), then hands the plan to a blocking worker ([`worker`]) that issues the
 //! ioctls ([`ioctl`]). Only one Quiesce/Thaw runs at a time (the operation lock); the state
 //! mutex is held only for field updates, never across an ioctl.
+//!
+//! The freezer imports nothing from the agent's telemetry: it reports its phases and ioctls
+//! through [`events::FreezerEvents`], which the telemetry implements.
 
+pub mod events;
 pub mod hooks;
 pub mod ioctl;
 pub mod journal;
@@ -26,8 +30,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::Instrument;
 
 use crate::mounts::{self, Policy};
-use crate::telemetry::freezer as telemetry;
-use crate::telemetry::metrics::Phase;
+use events::{FreezerEvents, NoEvents, Phase, PhaseGuard, ThawCause};
 pub use report::{
     FreezeStatus, FrozenInfo, FsIdentity, FsReport, Outcome, QuiesceReport, ThawReport,
     WatchdogThaw,
@@ -120,31 +123,14 @@ fn selection(p: &[PathBuf]) -> String {
     }
 }
 
-/// Who asked for a thaw: a client's Thaw call, or the watchdog when no Thaw came in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ThawCause {
-    /// The Thaw RPC.
-    Client,
-    /// The watchdog deadline passed.
-    Watchdog,
-}
-
-impl ThawCause {
-    /// The operation's name in errors and logs.
-    const fn op(self) -> &'static str {
-        match self {
-            Self::Client => "Thaw",
-            Self::Watchdog => "watchdog thaw",
-        }
-    }
-}
-
 struct Inner {
     cfg: FreezerConfig,
     state: SharedState,
     op_lock: Arc<AsyncMutex<()>>,
     /// The RCU knob and its marker in the state directory.
     rcu: rcu::RcuExpedite,
+    /// Who hears about phases, ioctls and thaws.
+    events: Arc<dyn FreezerEvents>,
 }
 
 /// Handle to the freezer; cheap to clone, shared by the service, the watchdog and shutdown.
@@ -154,8 +140,18 @@ pub struct Freezer {
 }
 
 impl Freezer {
-    /// Creates a freezer that holds nothing frozen, journalling to `journal`.
+    /// Creates a freezer that holds nothing frozen, journalling to `journal`; nobody hears
+    /// its events.
     pub fn new(cfg: FreezerConfig, journal: journal::Journal) -> Self {
+        Self::with_events(cfg, journal, Arc::new(NoEvents))
+    }
+
+    /// Like [`Freezer::new`], reporting every phase, ioctl and thaw to `events`.
+    pub fn with_events(
+        cfg: FreezerConfig,
+        journal: journal::Journal,
+        events: Arc<dyn FreezerEvents>,
+    ) -> Self {
         let rcu = rcu::RcuExpedite::new(journal.dir());
         Self {
             inner: Arc::new(Inner {
@@ -163,6 +159,7 @@ impl Freezer {
                 state: SharedState::new(journal),
                 op_lock: Arc::new(AsyncMutex::new(())),
                 rcu,
+                events,
             }),
         }
     }
@@ -271,8 +268,9 @@ impl Freezer {
             // On success it comes back, so the freeze is armed before anyone can thaw it.
             let guard = guard;
             let _span = span.entered();
+            let events = &*this.inner.events;
             if let Some(cfg) = this.inner.cfg.presync {
-                let _phase = telemetry::phase(Phase::Presync);
+                let _phase = PhaseGuard::begin(events, Phase::Presync);
                 let paths: Vec<_> = steps.iter().map(|s| s.fs.mount_point.clone()).collect();
                 let r = presync::presync(&paths, &cfg);
                 tracing::debug!(rounds = ?r.rounds, total_ms = r.total.as_secs_f64() * 1e3, "pre-sync");
@@ -282,12 +280,13 @@ impl Freezer {
             // unlink of a marker on the tmpfs state dir). Not set when nothing is to be frozen.
             let expedited =
                 (this.inner.cfg.expedite_rcu && !steps.is_empty()).then(|| this.inner.rcu.begin());
-            let phase = telemetry::phase(Phase::Freeze);
+            let phase = PhaseGuard::begin(events, Phase::Freeze);
             let res = worker::freeze_all(
                 &steps,
                 this.inner.cfg.parallel,
                 &this.inner.state,
                 &worker_handoff,
+                events,
             );
             drop(phase);
             drop(expedited);
@@ -391,10 +390,11 @@ impl Freezer {
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let _span = span.entered();
-            let phase = telemetry::phase(Phase::Thaw);
-            let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel);
+            let events = &*this.inner.events;
+            let phase = PhaseGuard::begin(events, Phase::Thaw);
+            let reports = worker::thaw_all(&this.inner.state, this.inner.cfg.parallel, events);
             drop(phase);
-            telemetry::thawed(&reports, cause == ThawCause::Watchdog);
+            events.thawed(&reports, cause);
             let mut st = this.inner.state.lock();
             st.in_progress = false;
             if cause == ThawCause::Watchdog && !reports.iter().any(|r| r.outcome == Outcome::Failed)
@@ -531,6 +531,187 @@ fn plan_steps(policy: &Policy) -> Result<(Vec<Step>, Vec<FsReport>), FreezerErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Mutex;
+
+    use events::{CallScope, PhaseScope};
+    use worker::Handoff;
+
+    use crate::mounts::test_utils::{running_as_root, LoopFs, Scratch};
+    use crate::mounts::DevId;
+
+    /// One event as the test sink records it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        PhaseBegun(Phase),
+        PhaseEnded(Phase),
+        FreezeBegun(PathBuf),
+        ThawBegun(PathBuf),
+        CallEnded(PathBuf, Outcome),
+        Thawed(Vec<(PathBuf, Outcome)>, ThawCause),
+    }
+
+    /// A sink that records every event, in order.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+    impl Recorder {
+        fn push(&self, e: Event) {
+            self.0.lock().unwrap().push(e);
+        }
+
+        fn events(&self) -> Vec<Event> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    /// A phase or call in progress: records its end.
+    struct Recorded(Recorder, Event);
+
+    impl PhaseScope for Recorded {
+        fn ended(self: Box<Self>) {
+            if let Event::PhaseBegun(p) = self.1 {
+                self.0.push(Event::PhaseEnded(p));
+            }
+        }
+    }
+
+    impl CallScope for Recorded {
+        fn ended(self: Box<Self>, outcome: Outcome) {
+            if let Event::FreezeBegun(mp) | Event::ThawBegun(mp) = self.1 {
+                self.0.push(Event::CallEnded(mp, outcome));
+            }
+        }
+    }
+
+    impl FreezerEvents for Recorder {
+        fn phase_begun(&self, phase: Phase) -> Box<dyn PhaseScope> {
+            self.begun(Event::PhaseBegun(phase))
+        }
+
+        fn freeze_begun(&self, fs: &FsIdentity) -> Box<dyn CallScope> {
+            self.begun(Event::FreezeBegun(fs.mount_point.clone()))
+        }
+
+        fn thaw_begun(&self, fs: &FsIdentity, _since: SystemTime) -> Box<dyn CallScope> {
+            self.begun(Event::ThawBegun(fs.mount_point.clone()))
+        }
+
+        fn thawed(&self, reports: &[FsReport], cause: ThawCause) {
+            let r = reports
+                .iter()
+                .map(|r| (r.fs.mount_point.clone(), r.outcome))
+                .collect();
+            self.push(Event::Thawed(r, cause));
+        }
+    }
+
+    impl Recorder {
+        fn begun(&self, e: Event) -> Box<Recorded> {
+            self.push(e.clone());
+            Box::new(Recorded(self.clone(), e))
+        }
+    }
+
+    /// FITHAWs the test's own loop filesystem when dropped, whatever the test did; a thaw of a
+    /// filesystem that is not frozen is a harmless EINVAL. Declare it after the [`LoopFs`], so
+    /// it runs before the unmount.
+    struct ThawOnDrop(PathBuf);
+
+    impl Drop for ThawOnDrop {
+        fn drop(&mut self) {
+            if let Ok(dir) = std::fs::File::open(&self.0) {
+                let _ = ioctl::thaw(&dir.into());
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_freeze_reports_its_call_and_an_empty_rollback() {
+        // The identity does not match the directory, so nothing is ever frozen.
+        let dir = tempfile::tempdir().unwrap();
+        let real = DevId::from_dev_t(nix::sys::stat::stat(dir.path()).unwrap().st_dev);
+        let step = Step {
+            fs: FsIdentity {
+                mount_point: dir.path().to_owned(),
+                fstype: "ext4".into(),
+                source: "/dev/loop99".into(),
+                dev: DevId {
+                    major: real.major + 1,
+                    minor: real.minor,
+                },
+                mount_id: u32::MAX,
+            },
+            level: 0,
+        };
+        let rec = Recorder::default();
+        let res = worker::freeze_all(
+            &[step],
+            false,
+            &SharedState::default(),
+            &Handoff::default(),
+            &rec,
+        );
+        assert!(matches!(res, Err(FreezeError::Failed { .. })), "{res:?}");
+        let mp = dir.path().to_owned();
+        assert_eq!(
+            rec.events(),
+            vec![
+                Event::FreezeBegun(mp.clone()),
+                Event::CallEnded(mp, Outcome::Failed),
+                Event::Thawed(vec![], ThawCause::Rollback),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn quiesce_and_thaw_emit_their_phases_and_calls_in_order() {
+        if !running_as_root() {
+            return;
+        }
+        let scratch = Scratch::new("freezer-events");
+        let mp = scratch.path().join("mnt");
+        let _fs = LoopFs::create(&scratch.path().join("fs.img"), &mp, 16);
+        let _thaw = ThawOnDrop(mp.clone());
+        let rec = Recorder::default();
+        let freezer = Freezer::with_events(
+            FreezerConfig {
+                // Only the test's own loop filesystem can be frozen.
+                freeze_only: vec![mp.clone()],
+                watchdog_timeout: Duration::from_secs(60),
+                operation_timeout: Duration::from_secs(30),
+                presync: Some(presync::PresyncConfig::default()),
+                parallel: false,
+                expedite_rcu: false,
+                hooks: None,
+            },
+            journal::Journal::disabled(),
+            Arc::new(rec.clone()),
+        );
+        let q = freezer
+            .quiesce(vec![mp.display().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(q.frozen_count, 1, "{q:?}");
+        let t = freezer.thaw().await.unwrap();
+        assert_eq!(t.thawed_count, 1, "{t:?}");
+        assert_eq!(
+            rec.events(),
+            vec![
+                Event::PhaseBegun(Phase::Presync),
+                Event::PhaseEnded(Phase::Presync),
+                Event::PhaseBegun(Phase::Freeze),
+                Event::FreezeBegun(mp.clone()),
+                Event::CallEnded(mp.clone(), Outcome::Frozen),
+                Event::PhaseEnded(Phase::Freeze),
+                Event::PhaseBegun(Phase::Thaw),
+                Event::ThawBegun(mp.clone()),
+                Event::CallEnded(mp.clone(), Outcome::Thawed),
+                Event::PhaseEnded(Phase::Thaw),
+                Event::Thawed(vec![(mp, Outcome::Thawed)], ThawCause::Client),
+            ]
+        );
+    }
 
     #[test]
     fn normalise_refuses_relative_and_dotdot() {

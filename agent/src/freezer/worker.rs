@@ -6,10 +6,10 @@ use std::time::{Instant, SystemTime};
 
 use nix::errno::Errno;
 
+use super::events::{FreezerEvents, ThawCause};
 use super::ioctl::{self, errno_text};
 use super::report::{FsIdentity, FsReport, Outcome};
 use super::state::{Held, SharedState};
-use crate::telemetry::freezer as telemetry;
 
 /// One filesystem to freeze and its level in the dependency graph.
 #[derive(Debug, Clone)]
@@ -76,12 +76,14 @@ pub enum FreezeError {
 
 /// Freezes `steps` level by level (steps must be sorted by level): the members of one level do
 /// not depend on each other, so with `parallel` they are frozen concurrently, one thread each.
-/// Each success is published to `state` at once, so FreezeStatus sees progress.
+/// Each success is published to `state` at once, so FreezeStatus sees progress; every ioctl
+/// (and a rollback's thaw) is reported to `events`.
 pub fn freeze_all(
     steps: &[Step],
     parallel: bool,
     state: &SharedState,
     handoff: &Handoff,
+    events: &dyn FreezerEvents,
 ) -> Result<Vec<FsReport>, FreezeError> {
     let mut reports = Vec::with_capacity(steps.len());
     for level in steps.chunk_by(|a, b| a.level == b.level) {
@@ -100,7 +102,7 @@ pub fn freeze_all(
                     .map(|step| {
                         // The per-filesystem spans are children of the caller's span.
                         let parent = tracing::Span::current();
-                        s.spawn(move || parent.in_scope(|| freeze_one(step, state)))
+                        s.spawn(move || parent.in_scope(|| freeze_one(step, state, events)))
                     })
                     .collect();
                 handles
@@ -114,7 +116,7 @@ pub fn freeze_all(
                 if handoff.abandoned() {
                     break;
                 }
-                let r = freeze_one(step, state);
+                let r = freeze_one(step, state, events);
                 let failed = r.0 == Outcome::Failed;
                 out.push(r);
                 if failed {
@@ -141,7 +143,7 @@ pub fn freeze_all(
             });
         }
         if let Some((fs, detail)) = failure {
-            let rolled_back = rollback(state, &mut reports);
+            let rolled_back = rollback(state, &mut reports, events);
             handoff.finish();
             return Err(FreezeError::Failed {
                 fs,
@@ -152,7 +154,7 @@ pub fn freeze_all(
         }
     }
     if !handoff.finish() {
-        let rolled_back = rollback(state, &mut reports);
+        let rolled_back = rollback(state, &mut reports, events);
         tracing::warn!(
             rolled_back,
             "freeze finished after its caller gave up; thawed it again"
@@ -162,11 +164,15 @@ pub fn freeze_all(
     Ok(reports)
 }
 
-/// FIFREEZE of one filesystem, inside its `fs.freeze` span (counted in the metrics).
-fn freeze_one(step: &Step, state: &SharedState) -> (Outcome, String, std::time::Duration) {
-    let call = telemetry::freeze_call(&step.fs);
+/// FIFREEZE of one filesystem, between its begin and end events.
+fn freeze_one(
+    step: &Step,
+    state: &SharedState,
+    events: &dyn FreezerEvents,
+) -> (Outcome, String, std::time::Duration) {
+    let call = events.freeze_begun(&step.fs);
     let r = freeze_ioctl(step, state);
-    call.finish(r.0);
+    call.ended(r.0);
     r
 }
 
@@ -211,9 +217,9 @@ fn freeze_ioctl(step: &Step, state: &SharedState) -> (Outcome, String, std::time
 }
 
 /// Thaws everything held (the whole freeze is this operation's) and marks the reports.
-fn rollback(state: &SharedState, reports: &mut [FsReport]) -> usize {
-    let thawed = thaw_all(state, true);
-    telemetry::thawed(&thawed, false);
+fn rollback(state: &SharedState, reports: &mut [FsReport], events: &dyn FreezerEvents) -> usize {
+    let thawed = thaw_all(state, true, events);
+    events.thawed(&thawed, ThawCause::Rollback);
     for t in &thawed {
         if let Some(r) = reports
             .iter_mut()
@@ -231,8 +237,9 @@ fn rollback(state: &SharedState, reports: &mut [FsReport]) -> usize {
 
 /// Thaws every held filesystem, highest level first (the reverse of the freeze order; within
 /// a level the last frozen first, or all at once with `parallel`). Filesystems whose FITHAW
-/// fails with anything but EINVAL stay held so a retry can try again.
-pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
+/// fails with anything but EINVAL stay held so a retry can try again. Every FITHAW is reported
+/// to `events`.
+pub fn thaw_all(state: &SharedState, parallel: bool, events: &dyn FreezerEvents) -> Vec<FsReport> {
     let mut held = {
         let mut st = state.lock();
         let held = std::mem::take(&mut st.held);
@@ -259,7 +266,7 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
                     .iter()
                     .map(|h| {
                         let parent = tracing::Span::current();
-                        s.spawn(move || parent.in_scope(|| thaw_one(h)))
+                        s.spawn(move || parent.in_scope(|| thaw_one(h, events)))
                     })
                     .collect();
                 handles
@@ -268,7 +275,7 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
                     .collect()
             })
         } else {
-            group.iter().map(thaw_one).collect()
+            group.iter().map(|h| thaw_one(h, events)).collect()
         };
         for (h, report) in group.into_iter().zip(results) {
             if report.outcome == Outcome::Failed {
@@ -287,11 +294,11 @@ pub fn thaw_all(state: &SharedState, parallel: bool) -> Vec<FsReport> {
     reports
 }
 
-/// FITHAW of one filesystem, inside its `fs.thaw` span (records how long it was frozen).
-fn thaw_one(h: &Held) -> FsReport {
-    let call = telemetry::thaw_call(&h.fs, h.since);
+/// FITHAW of one filesystem, between its begin and end events.
+fn thaw_one(h: &Held, events: &dyn FreezerEvents) -> FsReport {
+    let call = events.thaw_begun(&h.fs, h.since);
     let report = thaw_ioctl(h);
-    call.finish(report.outcome);
+    call.ended(report.outcome);
     report
 }
 

@@ -20,7 +20,7 @@ mod statx;
 mod visibility;
 
 #[cfg(test)]
-mod test_utils;
+pub(crate) mod test_utils;
 
 pub use devid::{DevId, DevIdParseError};
 pub use eligibility::{classify, SkipReason, Verdict};

@@ -1,6 +1,7 @@
-//! What the freezer calls to be observable: a span and metrics per filesystem operation and
-//! per phase, so a trace of Quiesce shows where its time went (pre-sync, each level's
-//! FIFREEZE) and the metrics count every ioctl.
+//! The freezer made observable: [`FreezerTelemetry`] receives the freezer's events and turns
+//! them into a span and metrics per filesystem operation and per phase, so a trace of Quiesce
+//! shows where its time went (pre-sync, each level's FIFREEZE) and the metrics count every
+//! ioctl.
 //!
 //! The freezer runs its ioctls on blocking threads; it enters the caller's span there, so the
 //! spans made here are children of the RPC span (and of the host's span through it).
@@ -11,13 +12,37 @@ use tracing::field::Empty;
 use tracing::span::EnteredSpan;
 
 use super::metrics::{FsOp, OpResult, Origin, Phase};
+use crate::freezer::events::{CallScope, FreezerEvents, PhaseScope, ThawCause};
 use crate::freezer::{FsIdentity, FsReport, Outcome};
+
+/// The agent's telemetry as the freezer's observer: give it to
+/// [`Freezer::with_events`](crate::freezer::Freezer::with_events).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FreezerTelemetry;
+
+impl FreezerEvents for FreezerTelemetry {
+    fn phase_begun(&self, phase: Phase) -> Box<dyn PhaseScope> {
+        Box::new(PhaseGuard::start(phase))
+    }
+
+    fn freeze_begun(&self, fs: &FsIdentity) -> Box<dyn CallScope> {
+        Box::new(FsCall::start(FsOp::Freeze, fs, None))
+    }
+
+    fn thaw_begun(&self, fs: &FsIdentity, frozen_since: SystemTime) -> Box<dyn CallScope> {
+        Box::new(FsCall::start(FsOp::Thaw, fs, Some(frozen_since)))
+    }
+
+    fn thawed(&self, reports: &[FsReport], cause: ThawCause) {
+        thawed(reports, cause == ThawCause::Watchdog);
+    }
+}
 
 /// One FIFREEZE or FITHAW in progress: a span named `fs.freeze` / `fs.thaw` with the
 /// filesystem's mountpoint and type; [`FsCall::finish`] adds the outcome and duration. A thaw
 /// span also summarises the writers the freeze blocked (`blocked_writers`, `longest_stall_ms`)
 /// when the eBPF observer runs.
-pub struct FsCall {
+struct FsCall {
     span: EnteredSpan,
     op: FsOp,
     start: Instant,
@@ -70,7 +95,7 @@ impl FsCall {
 
     /// Ends the span with `outcome`. A freeze also counts its result; a successful thaw
     /// records how long the filesystem was frozen.
-    pub fn finish(self, outcome: Outcome) {
+    fn finish(self, outcome: Outcome) {
         let took = self.start.elapsed();
         self.span.record("outcome", outcome_name(outcome));
         self.span.record("duration_ms", took.as_secs_f64() * 1e3);
@@ -88,18 +113,14 @@ impl FsCall {
     }
 }
 
-/// Starts the span of a FIFREEZE of `fs`.
-pub fn freeze_call(fs: &FsIdentity) -> FsCall {
-    FsCall::start(FsOp::Freeze, fs, None)
-}
-
-/// Starts the span of a FITHAW of `fs`, frozen since `frozen_since`.
-pub fn thaw_call(fs: &FsIdentity, frozen_since: SystemTime) -> FsCall {
-    FsCall::start(FsOp::Thaw, fs, Some(frozen_since))
+impl CallScope for FsCall {
+    fn ended(self: Box<Self>, outcome: Outcome) {
+        self.finish(outcome);
+    }
 }
 
 /// Counts the thaws in `reports` (by the watchdog or not).
-pub fn thawed(reports: &[FsReport], by_watchdog: bool) {
+fn thawed(reports: &[FsReport], by_watchdog: bool) {
     let m = super::metrics();
     for r in reports {
         let result = match r.outcome {
@@ -135,23 +156,31 @@ pub fn outcome_name(outcome: Outcome) -> &'static str {
 
 /// A phase of Quiesce or Thaw: a span `phase.<name>` entered until drop, when the phase's
 /// duration is recorded.
-pub struct PhaseGuard {
+struct PhaseGuard {
     _span: EnteredSpan,
     phase: Phase,
     start: Instant,
 }
 
-/// Starts `phase` on this thread, as a child of the current span.
-pub fn phase(phase: Phase) -> PhaseGuard {
-    let span = match phase {
-        Phase::Presync => tracing::info_span!("phase.presync"),
-        Phase::Freeze => tracing::info_span!("phase.freeze"),
-        Phase::Thaw => tracing::info_span!("phase.thaw"),
-    };
-    PhaseGuard {
-        _span: span.entered(),
-        phase,
-        start: Instant::now(),
+impl PhaseGuard {
+    /// Starts `phase` on this thread, as a child of the current span.
+    fn start(phase: Phase) -> Self {
+        let span = match phase {
+            Phase::Presync => tracing::info_span!("phase.presync"),
+            Phase::Freeze => tracing::info_span!("phase.freeze"),
+            Phase::Thaw => tracing::info_span!("phase.thaw"),
+        };
+        Self {
+            _span: span.entered(),
+            phase,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl PhaseScope for PhaseGuard {
+    fn ended(self: Box<Self>) {
+        // Dropping it records the phase and leaves its span.
     }
 }
 

@@ -21,8 +21,9 @@
 //!
 //! Gauges that describe state (what is frozen, blocked writers, eBPF status, process figures)
 //! are observable instruments: their callbacks read non-blocking snapshots at collection time
-//! ([`Freezer::status`] takes the state mutex for a field copy and never waits for an ioctl), so
-//! a scrape never waits for a freeze in progress.
+//! (the freezer's [`FreezeStatus`], from
+//! [`Freezer::status`](crate::freezer::Freezer::status), takes the state mutex for a field copy
+//! and never waits for an ioctl), so a scrape never waits for a freeze in progress.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, Obser
 use opentelemetry::KeyValue;
 
 use super::process;
-use crate::freezer::Freezer;
+use crate::freezer::FreezeStatus;
 
 /// Histogram buckets for freeze windows, phases and writer stalls: 1 ms up to 10 minutes.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -112,27 +113,9 @@ impl OpResult {
     }
 }
 
-/// A phase of Quiesce or Thaw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Parallel `syncfs` rounds before FIFREEZE.
-    Presync,
-    /// The FIFREEZE walk over every dependency level.
-    Freeze,
-    /// The FITHAW walk.
-    Thaw,
-}
-
-impl Phase {
-    /// The label value and span name suffix.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Presync => "presync",
-            Phase::Freeze => "freeze",
-            Phase::Thaw => "thaw",
-        }
-    }
-}
+/// A phase of Quiesce or Thaw, as the freezer reports it; [`Phase::as_str`] is the `phase`
+/// label value and the span name suffix.
+pub use crate::freezer::events::Phase;
 
 /// Why finished spans were not delivered to the OTLP receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,10 +174,13 @@ pub trait WriterSource: Send + Sync {
     fn snapshot(&self) -> WriterSnapshot;
 }
 
+/// Reads the freezer's state at collection time; must not wait for an ioctl.
+type StatusSource = Box<dyn Fn() -> FreezeStatus + Send + Sync>;
+
 /// What the callbacks read: set once the parts of the agent exist.
 #[derive(Default)]
 struct Sources {
-    freezer: OnceLock<Freezer>,
+    freezer: OnceLock<StatusSource>,
     writers: OnceLock<Arc<dyn WriterSource>>,
     /// Unix time of the last Ping as f64 bits; 0 = never.
     last_ping: AtomicU64,
@@ -329,9 +315,11 @@ impl Metrics {
         m
     }
 
-    /// Lets the state gauges read the freezer (call once; later calls are ignored).
-    pub fn observe_freezer(&self, freezer: Freezer) {
-        let _ = self.sources.freezer.set(freezer);
+    /// Lets the state gauges read the freezer's state through `status` (call once; later calls
+    /// are ignored). `status` runs at every collection, so it must return at once, e.g.
+    /// [`Freezer::status`](crate::freezer::Freezer::status).
+    pub fn observe_freezer(&self, status: impl Fn() -> FreezeStatus + Send + Sync + 'static) {
+        let _ = self.sources.freezer.set(Box::new(status));
     }
 
     /// Lets the eBPF gauges read the freeze observer (call once; later calls are ignored).
@@ -466,7 +454,7 @@ fn observable_gauges(meter: &Meter, sources: &Arc<Sources>) -> Vec<ObservableGau
             .f64_observable_gauge("guest.fs.frozen.filesystems")
             .with_description("Filesystems the agent holds frozen now.")
             .with_callback(move |o| {
-                let n = s.freezer.get().map_or(0, |f| f.status().frozen.len());
+                let n = s.freezer.get().map_or(0, |status| status().frozen.len());
                 o.observe(n as f64, &[]);
             })
             .build(),
@@ -480,9 +468,10 @@ fn observable_gauges(meter: &Meter, sources: &Arc<Sources>) -> Vec<ObservableGau
                 "1 while the agent holds the filesystem frozen, 0 after it was thawed.",
             )
             .with_callback(move |o| {
-                let Some(f) = s.freezer.get() else { return };
-                let now: BTreeSet<(String, String)> = f
-                    .status()
+                let Some(status) = s.freezer.get() else {
+                    return;
+                };
+                let now: BTreeSet<(String, String)> = status()
                     .frozen
                     .iter()
                     .map(|i| (i.fs.mount_point.display().to_string(), i.fs.fstype.clone()))
@@ -677,7 +666,7 @@ fn observable_counters(
             .f64_observable_counter("guest.fs.watchdog.thaws")
             .with_description("Times the watchdog thawed because no Thaw arrived in time.")
             .with_callback(move |o| {
-                let n = s.freezer.get().map_or(0, |f| f.status().watchdog_thaws);
+                let n = s.freezer.get().map_or(0, |status| status().watchdog_thaws);
                 o.observe(n as f64, &[]);
             })
             .build(),

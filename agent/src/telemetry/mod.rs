@@ -6,7 +6,7 @@
 //! the Prometheus text format and [`http`] serves it; [`otel`] builds the OTLP pipelines with
 //! the bounded [`span_queue`]; [`propagation`] reads W3C trace context from gRPC metadata;
 //! [`grpc_layer`] makes a span and the gRPC metrics per call; [`rpc`] serves `GetMetrics`;
-//! [`freezer`] is what the freezer calls for its per-filesystem and per-phase spans;
+//! [`freezer`] listens to the freezer's events for its per-filesystem and per-phase spans;
 //! [`writers`] feeds the eBPF observer's state and events into the metrics; [`process`] reads
 //! `/proc/self`; [`subscriber`] installs logging plus tracing; [`config`] holds the flags.
 //!
