@@ -12,7 +12,8 @@ use guest_proto::v1::{
 };
 use serde::Serialize;
 
-use super::{fmt_ms, fmt_relative, fmt_unix_ms, table, Render};
+use super::format::{fmt_ms, fmt_relative, fmt_unix_ms, table};
+use super::Render;
 
 /// One filesystem the agent holds frozen.
 #[derive(Debug, Serialize, PartialEq)]
