@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     };
     // Metrics and traces first (inside the runtime: the OTLP exporters live on it), then the
     // logger, whose tracing layer needs the tracer.
-    let telemetry = match runtime.block_on(async { telemetry::install(cfg.telemetry.otlp()) }) {
+    let otlp = telemetry::otel::OtlpConfig::from_args(&cfg.telemetry);
+    let telemetry = match runtime.block_on(async { telemetry::install(otlp) }) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("guest-agent: {e}");

@@ -8,7 +8,8 @@
 //! [`grpc_layer`] makes a span and the gRPC metrics per call; [`rpc`] serves `GetMetrics`;
 //! [`freezer`] listens to the freezer's events for its per-filesystem and per-phase spans;
 //! [`writers`] feeds the eBPF observer's state and events into the metrics; [`process`] reads
-//! `/proc/self`; [`subscriber`] installs logging plus tracing; [`config`] holds the flags.
+//! `/proc/self`; [`subscriber`] installs logging plus tracing. The flags live in
+//! [`crate::config::telemetry`]; [`otel::OtlpConfig::from_args`] reads them.
 //!
 //! The pipeline is process-global, like a logger: [`install`] builds it once at start (inside
 //! the tokio runtime, before anything records), and [`metrics`] hands out the instruments to
@@ -16,7 +17,6 @@
 //! without [`install`] (unit tests, library users) gets a pipeline with Prometheus exposition
 //! only, so recording always works and never blocks.
 
-pub mod config;
 pub mod exposition;
 pub mod freezer;
 pub mod grpc_layer;

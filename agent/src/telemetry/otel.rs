@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::metrics::{ExportStats, Signal};
 use super::span_queue::{QueueConfig, QueueingSpanProcessor};
+use crate::config::telemetry::TelemetryArgs;
 
 /// The service name in the OTLP resource.
 pub const SERVICE_NAME: &str = "guest-agent";
@@ -40,6 +41,22 @@ pub struct OtlpConfig {
     pub metrics_interval: Duration,
     /// Span queue bounds.
     pub queue: QueueConfig,
+}
+
+impl OtlpConfig {
+    /// The settings the command line asks for, if it gives an endpoint.
+    pub fn from_args(args: &TelemetryArgs) -> Option<Self> {
+        let endpoint = args.otlp_endpoint.clone()?;
+        Some(Self {
+            endpoint,
+            timeout: args.otlp_timeout,
+            metrics_interval: args.otlp_metrics_interval,
+            queue: QueueConfig {
+                capacity: args.otlp_queue_size.max(1),
+                ..QueueConfig::default()
+            },
+        })
+    }
 }
 
 /// Why the OTLP pipeline could not be built.
@@ -178,5 +195,49 @@ impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        t: TelemetryArgs,
+    }
+
+    #[test]
+    fn the_flags_give_the_otlp_settings() {
+        let c = Cli::try_parse_from([
+            "x",
+            "--otlp-endpoint",
+            "vsock://2:4317",
+            "--otlp-timeout",
+            "0.5",
+        ])
+        .unwrap();
+        let o = OtlpConfig::from_args(&c.t).unwrap();
+        assert_eq!(o.endpoint, ConnectUri::Vsock { cid: 2, port: 4317 });
+        assert_eq!(o.timeout, Duration::from_millis(500));
+        assert_eq!(o.metrics_interval, Duration::from_secs(10));
+        assert_eq!(o.queue.capacity, 2048);
+        let none = Cli::try_parse_from(["x"]).unwrap();
+        assert!(OtlpConfig::from_args(&none.t).is_none());
+    }
+
+    #[test]
+    fn a_zero_queue_size_still_holds_one_span() {
+        let c = Cli::try_parse_from([
+            "x",
+            "--otlp-endpoint",
+            "tcp://127.0.0.1:4317",
+            "--otlp-queue-size",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(OtlpConfig::from_args(&c.t).unwrap().queue.capacity, 1);
     }
 }

@@ -1,10 +1,20 @@
-//! Command line of `guest-agent`.
+//! Command line of `guest-agent`: every flag, its help text and default, in one module.
+//!
+//! [`Config`] is the whole command line; [`telemetry`] holds the metrics and tracing flags
+//! flattened into it; [`values`] the value types and parsers both use. Nothing here depends on
+//! the parts of the agent that read the flags: they import from this module, never the other
+//! way round.
+
+pub mod telemetry;
+pub mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use guest_transport::ListenUri;
+
+pub use values::{parse_secs, LogFormat};
 
 /// Default vsock port of the Guest service (boxlite's).
 pub const DEFAULT_VSOCK_PORT: u32 = 2695;
@@ -113,27 +123,7 @@ pub struct Config {
 
     /// Metrics (/metrics, OTLP) and tracing.
     #[command(flatten)]
-    pub telemetry: crate::telemetry::config::TelemetryArgs,
-}
-
-/// How log lines on stderr look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Readable text.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Parses seconds with an optional fraction (`0.5`, `60`).
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v <= 0.0 || v > 86_400.0 * 7.0 {
-        return Err(format!("{s:?} must be between 0 and 604800 seconds"));
-    }
-    Ok(Duration::from_secs_f64(v))
+    pub telemetry: telemetry::TelemetryArgs,
 }
 
 impl Config {
@@ -212,9 +202,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations_and_uris() {
-        assert!(parse_secs("0").is_err());
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("abc").is_err());
+        assert!(Config::try_parse_from(["guest-agent", "--freeze-timeout", "0"]).is_err());
         assert!(Config::try_parse_from(["guest-agent", "--listen", "ftp://x"]).is_err());
     }
 }

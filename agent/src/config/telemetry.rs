@@ -1,13 +1,12 @@
-//! Command-line flags of the telemetry (flattened into the agent's [`crate::config::Config`]).
+//! Command-line flags of the telemetry (flattened into the agent's [`super::Config`]); the
+//! telemetry turns them into its settings ([`crate::telemetry::otel::OtlpConfig::from_args`]).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use guest_transport::{ConnectUri, ListenUri};
 
-use super::otel::OtlpConfig;
-use super::span_queue::QueueConfig;
-use crate::config::parse_secs;
+use super::values::parse_secs;
 
 /// The vsock port of `/metrics` in a guest (next to the Guest service's 2695).
 pub const DEFAULT_METRICS_VSOCK_PORT: u32 = 2696;
@@ -79,20 +78,6 @@ impl TelemetryArgs {
             None => None,
         }
     }
-
-    /// The OTLP settings, if an endpoint was given.
-    pub fn otlp(&self) -> Option<OtlpConfig> {
-        let endpoint = self.otlp_endpoint.clone()?;
-        Some(OtlpConfig {
-            endpoint,
-            timeout: self.otlp_timeout,
-            metrics_interval: self.otlp_metrics_interval,
-            queue: QueueConfig {
-                capacity: self.otlp_queue_size.max(1),
-                ..QueueConfig::default()
-            },
-        })
-    }
 }
 
 #[cfg(test)]
@@ -122,17 +107,20 @@ mod tests {
             c.t.metrics_listen(false),
             Some(ListenUri::Tcp { .. })
         ));
-        let o = c.t.otlp().unwrap();
-        assert_eq!(o.endpoint, ConnectUri::Vsock { cid: 2, port: 4317 });
-        assert_eq!(o.timeout, Duration::from_millis(500));
-        assert_eq!(o.queue.capacity, 2048);
+        assert_eq!(
+            c.t.otlp_endpoint,
+            Some(ConnectUri::Vsock { cid: 2, port: 4317 })
+        );
+        assert_eq!(c.t.otlp_timeout, Duration::from_millis(500));
+        assert_eq!(c.t.otlp_metrics_interval, Duration::from_secs(10));
+        assert_eq!(c.t.otlp_queue_size, 2048);
     }
 
     #[test]
     fn off_disables_and_bad_uris_are_refused() {
         let c = Cli::try_parse_from(["x", "--metrics-listen", "off"]).unwrap();
         assert_eq!(c.t.metrics_listen(false), None);
-        assert!(c.t.otlp().is_none());
+        assert!(c.t.otlp_endpoint.is_none());
         assert!(Cli::try_parse_from(["x", "--metrics-listen", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["x", "--otlp-endpoint", "ftp://x"]).is_err());
     }
