@@ -16,7 +16,7 @@ use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use freeze_observer::mountinfo::{self, MountEntry};
+use freeze_observer::mountinfo::{self, Mount};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
@@ -180,10 +180,10 @@ fn is_system(path: &Path) -> bool {
 
 /// The mountpoints to detach, deepest first, each listed once per stacked mount: everything
 /// except system mounts, the `keep` mounts and their ancestors.
-pub fn detach_plan(entries: &[MountEntry], keep: &[PathBuf]) -> Vec<PathBuf> {
+pub fn detach_plan(entries: &[Mount], keep: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = entries
         .iter()
-        .map(|e| e.mountpoint.clone())
+        .map(|e| e.mount_point.clone())
         .filter(|p| !is_system(p) && !keep.iter().any(|k| k.starts_with(p)))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -191,16 +191,16 @@ pub fn detach_plan(entries: &[MountEntry], keep: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// A block-device mount (major != 0) that is neither the root filesystem nor kept.
-pub fn still_visible(entries: &[MountEntry], keep: &[PathBuf]) -> Option<PathBuf> {
+pub fn still_visible(entries: &[Mount], keep: &[PathBuf]) -> Option<PathBuf> {
     let root = entries
         .iter()
         .rev()
-        .find(|e| e.mountpoint == Path::new("/"))
-        .map(|e| (e.major, e.minor));
+        .find(|e| e.mount_point == Path::new("/"))
+        .map(|e| e.dev);
     entries
         .iter()
-        .find(|e| e.major != 0 && Some((e.major, e.minor)) != root && !keep.contains(&e.mountpoint))
-        .map(|e| e.mountpoint.clone())
+        .find(|e| e.dev.major != 0 && Some(e.dev) != root && !keep.contains(&e.mount_point))
+        .map(|e| e.mount_point.clone())
 }
 
 #[cfg(test)]
@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn plan_detaches_foreign_mounts_deepest_first_and_keeps_ours() {
-        let plan = detach_plan(&mountinfo::parse(SAMPLE), &keep());
+        let plan = detach_plan(
+            &mountinfo::parse_mountinfo_lenient(SAMPLE.as_bytes()),
+            &keep(),
+        );
         let names: Vec<&str> = plan.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(names[0], "/var/tmp/other-1/mnt/sub");
         for p in [
@@ -258,19 +261,21 @@ mod tests {
                     40 22 0:50 / /var rw - tmpfs tmpfs rw\n\
                     41 40 7:3 / /var/tmp/fb/mnt/fs0 rw - ext4 /dev/loop3 rw\n";
         let keep = vec![PathBuf::from("/var/tmp/fb/mnt/fs0")];
-        assert!(detach_plan(&mountinfo::parse(text), &keep).is_empty());
+        assert!(
+            detach_plan(&mountinfo::parse_mountinfo_lenient(text.as_bytes()), &keep).is_empty()
+        );
     }
 
     #[test]
     fn visibility_check_flags_foreign_block_devices_only() {
-        let all = mountinfo::parse(SAMPLE);
+        let all = mountinfo::parse_mountinfo_lenient(SAMPLE.as_bytes());
         assert_eq!(
             still_visible(&all, &keep()),
             Some(PathBuf::from("/var/tmp/other-1/mnt"))
         );
-        let isolated: Vec<MountEntry> = all
+        let isolated: Vec<Mount> = all
             .into_iter()
-            .filter(|e| !e.mountpoint.starts_with("/var/tmp/other-1"))
+            .filter(|e| !e.mount_point.starts_with("/var/tmp/other-1"))
             .collect();
         // /run/netns is the root's own superblock: FITHAW there is the root's, never frozen.
         assert_eq!(still_visible(&isolated, &keep()), None);

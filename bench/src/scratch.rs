@@ -69,7 +69,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         // Never recurse into a directory that still has something mounted below it.
         let busy = freeze_observer::mountinfo::read_self()
-            .map(|m| m.iter().any(|e| e.mountpoint.starts_with(&self.root)))
+            .map(|m| m.iter().any(|e| e.mount_point.starts_with(&self.root)))
             .unwrap_or(true);
         if busy {
             eprintln!(
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(freeze(&fs), Err(Errno::EBUSY), "frozen twice?");
         drop(fs);
         let mounts = freeze_observer::mountinfo::read_self().unwrap();
-        assert!(!mounts.iter().any(|m| m.mountpoint.starts_with(&root)));
+        assert!(!mounts.iter().any(|m| m.mount_point.starts_with(&root)));
         let loops = run(Command::new("losetup").arg("-a")).unwrap();
         assert!(
             !loops.contains(root.to_str().unwrap()),

@@ -16,7 +16,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 use crate::{
     mountinfo,
     probe::{Mode, Probe},
-    state::{ObserverEvent, Shared},
+    state::{DevId, ObserverEvent, Shared},
 };
 
 /// Poll period while a watched freeze is under way (the sync is done; the rest takes
@@ -124,12 +124,13 @@ async fn sleep_or_never(period: Option<Duration>) {
 /// Device id -> mountpoint, refreshed from `/proc/self/mountinfo` when an unknown id shows up.
 #[derive(Debug, Default)]
 struct Mountpoints {
-    by_dev: HashMap<(u32, u32), PathBuf>,
+    by_dev: HashMap<DevId, PathBuf>,
 }
 
 impl Mountpoints {
     async fn lookup(&mut self, major: u32, minor: u32) -> Option<PathBuf> {
-        if let Some(p) = self.by_dev.get(&(major, minor)) {
+        let dev = DevId { major, minor };
+        if let Some(p) = self.by_dev.get(&dev) {
             return Some(p.clone());
         }
         match tokio::task::spawn_blocking(mountinfo::read_self).await {
@@ -137,7 +138,7 @@ impl Mountpoints {
             Ok(Err(e)) => tracing::warn!(error = %e, "reading /proc/self/mountinfo"),
             Err(e) => tracing::warn!(error = %e, "mountinfo reader task failed"),
         }
-        self.by_dev.get(&(major, minor)).cloned()
+        self.by_dev.get(&dev).cloned()
     }
 }
 

@@ -129,9 +129,9 @@ impl Probe {
             .iter()
             .filter(|e| probe_candidate(e))
         {
-            if seen.insert((e.major, e.minor)) {
+            if seen.insert(e.dev) {
                 // A mountpoint we cannot open (permissions, a stale mount) is skipped.
-                let _ = self.run_on(&e.mountpoint, Mode::Report, 0);
+                let _ = self.run_on(&e.mount_point, Mode::Report, 0);
             }
         }
         Ok(())
@@ -140,7 +140,7 @@ impl Probe {
 
 /// Filesystem types the probe may open: block-device backed ones (major != 0) plus btrfs,
 /// whose anonymous device has major 0. Network and automount filesystems are never opened.
-pub(crate) fn probe_candidate(e: &mountinfo::MountEntry) -> bool {
+pub(crate) fn probe_candidate(e: &mountinfo::Mount) -> bool {
     const NEVER: [&str; 7] = ["autofs", "nfs", "nfs4", "cifs", "smb3", "fuse", "9p"];
     if NEVER
         .iter()
@@ -148,7 +148,7 @@ pub(crate) fn probe_candidate(e: &mountinfo::MountEntry) -> bool {
     {
         return false;
     }
-    e.major != 0 || e.fstype == "btrfs"
+    e.dev.major != 0 || e.fstype == "btrfs"
 }
 
 #[cfg(test)]
@@ -165,12 +165,9 @@ mod tests {
 
     #[test]
     fn probe_skips_network_and_virtual_filesystems() {
-        let entry = |major, fstype: &str| mountinfo::MountEntry {
-            major,
-            minor: 1,
-            root: "/".into(),
-            mountpoint: "/x".into(),
-            fstype: fstype.into(),
+        let entry = |major, fstype: &str| {
+            let line = format!("1 0 {major}:1 / /x rw - {fstype} none rw");
+            mountinfo::Mount::parse_line(line.as_bytes()).unwrap()
         };
         assert!(probe_candidate(&entry(7, "ext4")));
         assert!(probe_candidate(&entry(0, "btrfs")));

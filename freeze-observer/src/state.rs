@@ -81,20 +81,9 @@ impl WriteLevel {
     }
 }
 
-/// Device id of a filesystem (`major:minor`, as in mountinfo).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DevId {
-    /// Major number.
-    pub major: u32,
-    /// Minor number.
-    pub minor: u32,
-}
-
-impl std::fmt::Display for DevId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
+/// Device id of a filesystem (`major:minor`, as in mountinfo): the `mountinfo` crate's, the
+/// same type the agent's freezer keys its filesystems by.
+pub use mountinfo::DevId;
 
 /// A task as the kernel named it when the event happened.
 #[derive(Clone, Debug, PartialEq, Eq)]

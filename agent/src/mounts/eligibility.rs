@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::devid::DevId;
 use super::fstype::FsClass;
-use super::mountinfo::Mount;
 use super::paths::is_within;
 use super::visibility::hidden_by;
+use super::DevId;
+use super::Mount;
 
 /// Why a mount is not frozen. The `Display` text is meant for people reading a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +201,7 @@ fn preference(m: &Mount) -> (bool, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::mountinfo::parse_mountinfo;
+    use crate::mounts::parse_mountinfo;
     use crate::mounts::test_utils::fixture;
 
     fn verdict_of<'a>(mounts: &[Mount], v: &'a [Verdict], mp: &str) -> &'a Verdict {

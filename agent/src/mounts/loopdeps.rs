@@ -27,9 +27,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::devid::DevId;
-use super::mountinfo::Mount;
 use super::statx::file_ids;
+use super::DevId;
+use super::Mount;
 
 /// Finds the filesystem holding a mount's loop image; a seam so planning is testable
 /// without loop devices.
@@ -144,8 +144,8 @@ fn read_backing_file(dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::mountinfo::{parse_mountinfo, read_mountinfo};
     use crate::mounts::test_utils::{running_as_root, LoopFs, Scratch};
+    use crate::mounts::{parse_mountinfo, read_mountinfo};
     use std::os::unix::fs::symlink;
 
     fn mount(dev: &str, source: &str) -> Mount {

@@ -1,6 +1,7 @@
 //! Mount discovery and freeze planning.
 //!
-//! Reads the mount table ([`read_mountinfo`]), decides which mounts can be frozen
+//! Reads the mount table ([`read_mountinfo`], parsed by the `mountinfo` crate the eBPF
+//! observer shares), decides which mounts can be frozen
 //! ([`classify`], with a [`SkipReason`] for the others), finds loop-image dependencies
 //! ([`BackingResolver`]) and turns all that into a [`FreezePlan`] ([`plan`]): one mount per
 //! superblock, grouped in levels so that a filesystem stored in a loop image is frozen
@@ -8,11 +9,9 @@
 //!
 //! Everything here is read-only: nothing in this module freezes, mounts or writes.
 
-mod devid;
 mod eligibility;
 mod fstype;
 mod loopdeps;
-mod mountinfo;
 mod order;
 mod paths;
 mod plan;
@@ -22,12 +21,14 @@ mod visibility;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
-pub use devid::{DevId, DevIdParseError};
 pub use eligibility::{classify, SkipReason, Verdict};
 pub use fstype::FsClass;
 pub use loopdeps::{BackingResolver, SysBackingResolver};
+// The workspace's one mountinfo parser (crate `mountinfo`, shared with the eBPF observer),
+// re-exported so that the agent's paths stay `mounts::Mount`, `mounts::DevId`, ...
 pub use mountinfo::{
-    parse_mountinfo, read_mountinfo, read_mountinfo_from, Mount, MountsError, MOUNTINFO_PATH,
+    parse_mountinfo, read_mountinfo, read_mountinfo_from, DevId, DevIdParseError, Mount,
+    MountsError, MOUNTINFO_PATH,
 };
 pub use paths::{is_within, normalise_absolute, PathProblem};
 pub use plan::{plan, FreezePlan, PlanError, PlannedFs, Policy, SkippedMount};

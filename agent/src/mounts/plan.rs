@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use super::devid::DevId;
 use super::eligibility::{classify, SkipReason, Verdict};
 use super::loopdeps::BackingResolver;
-use super::mountinfo::Mount;
 use super::order;
 use super::paths::{is_within, normalise_absolute, PathProblem};
 use super::visibility::hidden_by;
+use super::DevId;
+use super::Mount;
 
 /// What the caller allows and asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -312,7 +312,7 @@ fn nearest_planned_outer(
 mod tests {
     use super::*;
     use crate::mounts::fstype::FsClass;
-    use crate::mounts::mountinfo::parse_mountinfo;
+    use crate::mounts::parse_mountinfo;
     use crate::mounts::test_utils::fixture;
     use std::path::Path;
 

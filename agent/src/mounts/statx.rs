@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::devid::DevId;
+use super::DevId;
 
 /// What statx says identifies a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ fn statx_ids(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::mountinfo::read_mountinfo;
+    use crate::mounts::read_mountinfo;
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
 

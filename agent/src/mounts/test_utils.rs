@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::mountinfo::{parse_mountinfo, Mount};
+use super::{parse_mountinfo, Mount};
 
 /// Parses `agent/tests/data/mountinfo/<name>`.
 pub fn fixture(name: &str) -> Vec<Mount> {

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::mountinfo::Mount;
+use super::Mount;
 
 /// For each mount (same indexing as `mounts`), the index of a mount that hides it.
 pub fn hidden_by(mounts: &[Mount]) -> Vec<Option<usize>> {
@@ -86,7 +86,7 @@ impl<'a> Tree<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::mountinfo::parse_mountinfo;
+    use crate::mounts::parse_mountinfo;
 
     fn hidden(text: &str) -> Vec<Option<usize>> {
         hidden_by(&parse_mountinfo(text.as_bytes()).unwrap())

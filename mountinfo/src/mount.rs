@@ -1,20 +1,11 @@
-//! Parsing `/proc/self/mountinfo` (format: proc(5), "/proc/pid/mountinfo").
-//!
-//! Own parser rather than `procfs::process::MountInfo`: procfs 0.18 does not undo the
-//! kernel's octal escapes (a mount point with a space comes out as `/mnt/a\040b`), keeps
-//! options in a `HashMap` (order lost) and requires UTF-8, while mount points are arbitrary
-//! bytes. The format is small: six fixed fields, optional fields up to a lone `-`, then
-//! filesystem type, source and superblock options, separated by single spaces; the kernel
-//! escapes space, tab, newline and backslash (and `,`/`=` inside options) as `\ooo`.
+//! One line of mountinfo: [`Mount`] and [`Mount::parse_line`], with the kernel's octal
+//! escapes undone.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::devid::DevId;
-
-/// Where the agent reads its own mount table.
-pub const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
+use crate::DevId;
 
 /// One line of mountinfo: a mount (a place in the tree) of a superblock (identified by `dev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,61 +78,6 @@ impl Mount {
     }
 }
 
-/// Why the mount table could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum MountsError {
-    /// The file could not be read (no /proc mounted, permission, ...).
-    #[error("cannot read the mount table {path}: {source}")]
-    Read {
-        /// The file that was read.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A line does not have the mountinfo format; the whole table is refused rather than
-    /// planning a freeze from a partial view.
-    #[error("mount table line {line} is malformed ({reason}): {text:?}")]
-    Parse {
-        /// 1-based line number.
-        line: usize,
-        /// What was wrong.
-        reason: &'static str,
-        /// The line, lossily decoded.
-        text: String,
-    },
-}
-
-/// Parses a whole mountinfo text; empty lines are ignored, order is kept (it is the
-/// kernel's mount order, which the freeze ordering relies on).
-pub fn parse_mountinfo(data: &[u8]) -> Result<Vec<Mount>, MountsError> {
-    data.split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.is_empty())
-        .map(|(i, line)| {
-            Mount::parse_line(line).map_err(|reason| MountsError::Parse {
-                line: i + 1,
-                reason,
-                text: String::from_utf8_lossy(line).into_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Reads and parses the agent's own mount table, `/proc/self/mountinfo`.
-pub fn read_mountinfo() -> Result<Vec<Mount>, MountsError> {
-    read_mountinfo_from(Path::new(MOUNTINFO_PATH))
-}
-
-/// Reads and parses a mountinfo file (another process's, or a saved sample).
-pub fn read_mountinfo_from(path: &Path) -> Result<Vec<Mount>, MountsError> {
-    // One read of the whole file: the kernel generates it as one seq_file walk.
-    let data = std::fs::read(path).map_err(|source| MountsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_mountinfo(&data)
-}
-
 fn number(field: &[u8]) -> Option<u32> {
     if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
         return None;
@@ -189,6 +125,8 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(line: &str) -> Mount {
@@ -291,34 +229,5 @@ mod tests {
         ] {
             assert_eq!(Mount::parse_line(line.as_bytes()), Err(why), "{line}");
         }
-    }
-
-    #[test]
-    fn parse_error_names_the_line() {
-        let err = parse_mountinfo(b"1 0 8:1 / / rw - ext4 /dev/sda rw\n\nbroken\n").unwrap_err();
-        match err {
-            MountsError::Parse { line, ref text, .. } => {
-                assert_eq!((line, text.as_str()), (3, "broken"))
-            }
-            ref other => panic!("unexpected {other}"),
-        }
-        assert!(err.to_string().contains("line 3"), "{err}");
-    }
-
-    #[test]
-    fn reads_the_live_table() {
-        let mounts = read_mountinfo().unwrap();
-        let root = mounts
-            .iter()
-            .find(|m| m.mount_point == Path::new("/"))
-            .expect("a / mount");
-        assert!(!root.fstype.is_empty());
-        assert!(mounts.iter().any(|m| m.fstype == "proc"));
-    }
-
-    #[test]
-    fn missing_file_is_a_read_error() {
-        let err = read_mountinfo_from(Path::new("/nonexistent/mountinfo")).unwrap_err();
-        assert!(matches!(err, MountsError::Read { .. }), "{err}");
     }
 }
