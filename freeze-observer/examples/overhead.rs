@@ -1,9 +1,10 @@
 //! eBPF overhead benchmark (prints figures; not a timed test).
 //!
-//! Runs three loops with the programs detached and attached, alternating, and prints the
+//! Runs five loops with the programs detached and attached, alternating, and prints the
 //! throughput of each (operations per CPU-second used by the loop's threads, so other jobs on
 //! the machine distort it less) and the median ratio:
 //! * 4 KiB `pwrite` to one file (the writer fast path: no freeze, nothing should fire);
+//! * `getpid` and 4 KiB `read` of /dev/zero (syscall-heavy: what a per-syscall hook costs);
 //! * threads fighting over one userspace mutex (futex wake/wait; contended kernel spinlocks
 //!   fire `lock:contention_begin`, which the program must drop at its first comparison);
 //! * threads creating and unlinking files in one directory (contended `i_rwsem`: more
@@ -11,7 +12,7 @@
 //!
 //! Usage (root): `cargo run --release -p freeze-observer --example overhead -- [seconds] [dir]`
 //! `dir` defaults to a new directory under /var/tmp; nothing is frozen. `ROUNDS=n` sets the
-//! number of rounds (default 6), `FREEZE_HOOK=auto|fexit|ioctl|none` the freeze hook (default
+//! number of rounds (default 6), `FREEZE_HOOK=auto|fexit|sync-fs|ioctl|none` the freeze hook (default
 //! auto, as the agent's `--ebpf-freeze-hook`).
 
 use std::{
@@ -57,6 +58,36 @@ fn pwrite_loop(dir: &Path, secs: f64) -> f64 {
     while Instant::now() < deadline {
         for i in 0..256u64 {
             f.write_at(&buf, (i % 256) * 4096).expect("pwrite");
+        }
+        n += 256;
+    }
+    n as f64 / (thread_cpu() - cpu0).as_secs_f64()
+}
+
+fn getpid_loop(secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let cpu0 = thread_cpu();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..1024 {
+            // SAFETY: no arguments; a real syscall (glibc and musl do not cache getpid).
+            std::hint::black_box(unsafe { libc::syscall(libc::SYS_getpid) });
+        }
+        n += 1024;
+    }
+    n as f64 / (thread_cpu() - cpu0).as_secs_f64()
+}
+
+fn read_zero_loop(secs: f64) -> f64 {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open("/dev/zero").expect("open /dev/zero");
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let cpu0 = thread_cpu();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..256 {
+            f.read_exact(&mut buf).expect("read /dev/zero");
         }
         n += 256;
     }
@@ -133,13 +164,21 @@ async fn main() {
             scratch.path().to_path_buf()
         }
     };
-    let loops: [Loop<'_>; 3] = [
+    let loops: [Loop<'_>; 5] = [
         (
             "pwrite 4KiB (ops per CPU-s)",
             Box::new({
                 let d = dir.clone();
                 move || pwrite_loop(&d, secs)
             }),
+        ),
+        (
+            "getpid (calls per CPU-s)",
+            Box::new(move || getpid_loop(secs)),
+        ),
+        (
+            "read 4KiB /dev/zero (ops per CPU-s)",
+            Box::new(move || read_zero_loop(secs)),
         ),
         (
             "mutex contention, 4 thr (locks per CPU-s)",
@@ -161,8 +200,8 @@ async fn main() {
     let hook: FreezeHook = std::env::var("FREEZE_HOOK")
         .ok()
         .map_or(FreezeHook::Auto, |h| h.parse().expect("FREEZE_HOOK"));
-    let mut off = vec![Vec::new(); 3];
-    let mut on = vec![Vec::new(); 3];
+    let mut off = vec![Vec::new(); loops.len()];
+    let mut on = vec![Vec::new(); loops.len()];
     let mut load_ms = 0;
     let mut source = String::new();
     let mut prog_stats: std::collections::BTreeMap<String, (u64, u128)> = Default::default();
@@ -207,6 +246,7 @@ async fn main() {
                 let ours = name.starts_with("tp_btf_conten")
                     || name.starts_with("raw_tp_conten")
                     || name.starts_with("sys_e")
+                    || name.starts_with("sync_fs")
                     || name.starts_with("fexit_");
                 if ours && info.loaded_at().is_some_and(|t| t >= attached_at) {
                     let e = prog_stats.entry(name).or_insert((0u64, 0u128));
