@@ -81,7 +81,7 @@ impl Frozen<'_> {
         let guard = Frozen(mountpoint);
         let dir = std::fs::File::open(mountpoint).expect("open mountpoint");
         // SAFETY: FIFREEZE (_IOWR('X', 119, int)) on a directory fd; the argument is unused.
-        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), 0xC004_5877, 0) };
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), 0xC004_5877_u32 as _, 0) };
         assert_eq!(rc, 0, "FIFREEZE: {}", std::io::Error::last_os_error());
         guard
     }
