@@ -37,15 +37,21 @@ bench: setup
 	$(CARGO) build --release -p guest-agent -p freeze-bench
 	target/release/freeze-bench
 
-# eBPF observer overhead on this kernel, with the default freeze hook and with none.
+# eBPF observer on this kernel: overhead and freeze coverage (loop filesystems it makes) of
+# the default freeze hook, of the ioctl opt-in and of none.
 bench-ebpf: setup
-	$(CARGO) build --release -p freeze-observer --example overhead
-	ROUNDS=10 target/release/examples/overhead 1
-	FREEZE_HOOK=none ROUNDS=10 target/release/examples/overhead 1
+	$(CARGO) build --release -p freeze-observer --example overhead --example coverage
+	for hook in auto ioctl none; do \
+	    FREEZE_HOOK=$$hook ROUNDS=10 target/release/examples/overhead 1 || exit 1; \
+	    FREEZE_HOOK=$$hook target/release/examples/coverage 10 || exit 1; \
+	done
 
-# The same inside a nested Debian 6.12 guest, whose kernel allows fexit.
+# The same inside nested Debian 6.1 and 6.12 guests, whose kernels allow fexit (auto = fexit
+# there), with the default hook and with sync-fs.
 bench-ebpf-vm: setup
-	scripts/vm-overhead.sh
+	for series in 6.12 6.1; do for hook in auto sync-fs; do \
+	    GUEST_AGENT_VM_SERIES=$$series FREEZE_HOOK=$$hook scripts/vm-overhead.sh || exit 1; \
+	done; done
 
 vm-test: setup
 	$(CARGO) build -p guestctl

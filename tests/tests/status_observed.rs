@@ -259,7 +259,7 @@ async fn status_lists_an_external_freeze_and_its_three_blocked_writers() -> anyh
     assert_eq!(o["fstype"], "ext4", "{st}");
     assert_eq!(o["dev_id"], fs.dev_id()?.as_str(), "{st}");
     assert_eq!(o["origin"], "other", "{st}");
-    // The default freeze hook (fexit, or the ioctl tracepoints where fexit is refused) sees the
+    // The default freeze hook (fexit, or the sync_fs tracepoints where fexit is refused) sees the
     // FIFREEZE caller; only `--ebpf-freeze-hook none` would not, and it is not asked for here.
     assert_ne!(ebpf.freeze_source, "none", "{ebpf:?}");
     assert_eq!(o["frozen_by"]["pid"], freeze.pid(), "{st}");

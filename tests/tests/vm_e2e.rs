@@ -742,34 +742,53 @@ fn vm_debian_6_12() {
     end_to_end("6.12");
 }
 
-/// eBPF overhead inside a guest whose kernel allows fexit (the figures BENCHMARKS.md reports
-/// for trampoline kernels): the observer benchmark from `freeze-observer/examples/overhead.rs`,
-/// with the guest's own agent started with `--ebpf off` so that "detached" really is detached.
-/// Prints figures, asserts only that they were produced with the fexit hook. Run by
-/// `scripts/vm-overhead.sh`, which builds the static benchmark and names it in
+/// The eBPF freeze hooks inside a guest whose kernel allows fexit (the figures BENCHMARKS.md
+/// reports for the 6.1 and 6.12 kernels): the observer's overhead benchmark
+/// (`freeze-observer/examples/overhead.rs`) and its freeze coverage count
+/// (`examples/coverage.rs`, on the guest's scratch volume `/data`), with the guest's own agent
+/// started with `--ebpf off` so that "detached" really is detached. `FREEZE_HOOK` (default
+/// `auto`) picks the hook, `ROUNDS` the overhead rounds. Prints figures; asserts that they were
+/// produced with the hook asked for (auto: fexit on these kernels) and that every freeze was
+/// seen. Run by `scripts/vm-overhead.sh`, which builds both static binaries and names them in
 /// `GUEST_AGENT_VM_EXTRA_BINS`.
 #[test]
 #[ignore = "benchmark: run by scripts/vm-overhead.sh"]
-fn ebpf_overhead_in_a_fexit_guest() {
+fn ebpf_hooks_in_a_guest() {
     let series = std::env::var("GUEST_AGENT_VM_SERIES").unwrap_or_else(|_| "6.12".into());
     let rounds = std::env::var("ROUNDS").unwrap_or_else(|_| "6".into());
+    let hook = std::env::var("FREEZE_HOOK").unwrap_or_else(|_| "auto".into());
     assert!(
-        std::env::var("GUEST_AGENT_VM_EXTRA_BINS").is_ok_and(|b| b.contains("overhead")),
-        "GUEST_AGENT_VM_EXTRA_BINS must name the static overhead benchmark (scripts/vm-overhead.sh)"
+        std::env::var("GUEST_AGENT_VM_EXTRA_BINS")
+            .is_ok_and(|b| b.contains("overhead") && b.contains("coverage")),
+        "GUEST_AGENT_VM_EXTRA_BINS must name the static overhead and coverage examples \
+         (scripts/vm-overhead.sh)"
     );
     let mut cfg = VmConfig::new(&series);
     cfg.agent_args = vec!["--ebpf".into(), "off".into()];
     let mut vm = Vm::boot(cfg).unwrap_or_else(|e| panic!("boot {series}: {e}"));
-    let out = vm
+    init_volume(&mut vm).unwrap_or_else(|e| panic!("volume in the {series} guest: {e}"));
+    let release = vm.kernel().release.clone();
+    let overhead = vm
         .shell()
         .run_ok(
-            &format!("ROUNDS={rounds} FREEZE_HOOK=fexit /bin/overhead 1 /tmp 2>&1"),
+            &format!("ROUNDS={rounds} FREEZE_HOOK={hook} /bin/overhead 1 /tmp 2>&1"),
             Duration::from_secs(1800),
         )
         .unwrap_or_else(|e| panic!("overhead benchmark in the {series} guest: {e}"));
-    println!(
-        "--- eBPF overhead in the {series} guest ({:?}, qemu TCG) ---\n{out}",
-        vm.kernel().release
+    println!("--- eBPF overhead in the {series} guest ({release:?}, qemu TCG) ---\n{overhead}");
+    let coverage = vm
+        .shell()
+        .run_ok(
+            &format!("COVERAGE_MOUNT={VOLUME} FREEZE_HOOK={hook} /bin/coverage 10 2>&1"),
+            Duration::from_secs(600),
+        )
+        .unwrap_or_else(|e| panic!("coverage count in the {series} guest: {e}"));
+    println!("--- freeze coverage in the {series} guest ({release:?}) ---\n{coverage}");
+    let source = if hook == "auto" { "fexit" } else { hook.as_str() };
+    let source = source.replace('-', "_");
+    assert!(overhead.contains(&format!("hooks: {source}")), "{overhead}");
+    assert!(
+        coverage.contains("30 freezes made, 30 seen frozen, 30 counted"),
+        "{coverage}"
     );
-    assert!(out.contains("hooks: fexit"), "{out}");
 }

@@ -91,10 +91,11 @@ pub struct Config {
     pub ebpf: freeze_observer::EbpfMode,
 
     /// How the eBPF observer sees freezes: `auto` (fexit on freeze_super/thaw_super where the
-    /// kernel allows BPF trampolines, else the FIFREEZE/FITHAW syscall tracepoints), `fexit`,
-    /// `ioctl`, or `none` (writer stalls only). Any syscall tracepoint puts every syscall on
-    /// the machine on the kernel's traced slow path (see BENCHMARKS.md); `none` avoids that on
-    /// kernels without trampolines, and then sees a freeze only when a writer blocks on it.
+    /// kernel allows BPF trampolines, else `sync-fs`), `fexit`, `sync-fs` (the ext4/xfs/btrfs
+    /// sync_fs tracepoints reached from freeze_super, then the superblock's frozen level is
+    /// polled until the thaw; other filesystems are seen when a writer blocks on them),
+    /// `ioctl` (the FIFREEZE/FITHAW syscall tracepoints: puts every syscall on the machine on
+    /// the kernel's traced slow path, see BENCHMARKS.md), or `none` (writer stalls only).
     #[arg(long, value_name = "HOOK", default_value = "auto")]
     pub ebpf_freeze_hook: freeze_observer::FreezeHook,
 

@@ -58,7 +58,7 @@ impl ObserverHandle {
         self.shared.events.subscribe()
     }
 
-    /// Where freezes are seen from (fexit or ioctl tracepoints).
+    /// Where freezes are seen from (fexit, sync_fs, ioctl tracepoints or none).
     pub fn freeze_source(&self) -> FreezeSource {
         self.snapshot().freeze_source
     }

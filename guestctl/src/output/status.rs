@@ -197,7 +197,7 @@ pub struct EbpfRow {
     pub active: bool,
     /// How well it sees.
     pub state: EbpfState,
-    /// `fexit`, `ioctl_tracepoints` or `none` (null when off).
+    /// `fexit`, `sync_fs`, `ioctl_tracepoints` or `none` (null when off).
     pub freeze_source: Option<String>,
     /// Hook reporting blocked writers: `tp_btf` or `raw_tracepoint` (null when off).
     pub contention_hook: Option<String>,
