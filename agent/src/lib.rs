@@ -12,7 +12,6 @@ pub mod config;
 pub mod error;
 pub mod freezer;
 pub mod init;
-pub mod logging;
 pub mod mounts;
 pub mod observer;
 pub mod server;
