@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
 #   make run    build and start guest-agent with development defaults
 #   make test   set up, lint, build, and run every test (CI runs exactly this via .ci/run)
-# More: make demo | soak | bench | bench-ebpf | bench-ebpf-vm | fuzz | vm-test
+# More: make demo | soak | bench | bench-footprint | bench-ebpf | bench-ebpf-vm | fuzz | vm-test
 SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build lint test fuzz soak bench bench-ebpf bench-ebpf-vm vm-test run demo clean-scratch
+.PHONY: setup build lint test fuzz soak bench bench-footprint bench-ebpf bench-ebpf-vm vm-test run demo clean-scratch
 
 setup:
 	@scripts/setup.sh
@@ -32,10 +32,19 @@ fuzz: setup
 soak: setup
 	scripts/soak.sh
 
-# Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze; writes BENCHMARKS.md.
+# Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze, then the footprint (memory, Ping
+# latency, start-up, binary size) against qemu-guest-agent; writes both sections of BENCHMARKS.md.
 bench: setup
 	$(CARGO) build --release -p guest-agent -p freeze-bench
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench
+	target/release/freeze-bench --footprint
+
+# Only the footprint section.
+bench-footprint: setup
+	$(CARGO) build --release -p guest-agent -p freeze-bench
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
+	target/release/freeze-bench --footprint
 
 # eBPF observer on this kernel: overhead and freeze coverage (loop filesystems it makes) of
 # the default freeze hook, of the ioctl opt-in and of none.

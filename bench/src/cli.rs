@@ -86,6 +86,16 @@ pub struct Args {
     /// Print the tables only; do not write the Markdown file.
     #[arg(long)]
     pub no_write: bool,
+    /// Measure the agent's footprint instead (issue 13): memory, Ping latency, start-up and
+    /// binary size against qemu-ga, with eBPF, /metrics and OTLP on; writes the section
+    /// "Footprint: agent vs qemu-guest-agent". `--quick`, `--ready-runs`, `--agent-bin`,
+    /// `--qemu-ga-bin`, `--output` and `--no-write` apply.
+    #[arg(long)]
+    pub footprint: bool,
+    /// Static musl release agent measured by `--footprint` when it exists. Default:
+    /// target/x86_64-unknown-linux-musl/release/guest-agent.
+    #[arg(long)]
+    pub musl_agent_bin: Option<PathBuf>,
     /// Copy the contenders' logs into this directory at the end (the scratch directory is
     /// removed). `FREEZE_BENCH_AGENT_LOG=guest_agent=debug` makes the agents log their
     /// pre-sync rounds.
@@ -201,6 +211,45 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The footprint run's plan (`--footprint`), with `--quick` applied.
+    pub fn footprint_plan(&self) -> Result<crate::footprint::FootprintPlan, BenchError> {
+        let root = crate::workspace_root();
+        let (pings, cycles, scrapes, frozen_rounds, ready_runs) = if self.quick {
+            (200, 20, 20, 2, 2)
+        } else {
+            (1000, 100, 100, 5, self.ready_runs)
+        };
+        if ready_runs == 0 {
+            return Err(BenchError::Config("--ready-runs must be at least 1".into()));
+        }
+        Ok(crate::footprint::FootprintPlan {
+            pings,
+            cycles,
+            scrapes,
+            frozen_k: 8,
+            frozen_rounds,
+            frozen_pings: 100,
+            ready_runs,
+            image_mib: 64,
+            agent: self
+                .agent_bin
+                .clone()
+                .unwrap_or_else(|| root.join("target/release/guest-agent")),
+            musl_agent: self.musl_agent_bin.clone().unwrap_or_else(|| {
+                root.join("target/x86_64-unknown-linux-musl/release/guest-agent")
+            }),
+            vm_agent: root.join("target/x86_64-unknown-linux-musl/debug/guest-agent"),
+            qemu_ga: self.qemu_ga_bin.clone(),
+            output: (!self.no_write).then(|| {
+                self.output
+                    .clone()
+                    .unwrap_or_else(|| root.join("BENCHMARKS.md"))
+            }),
+        })
+    }
+}
+
 impl Plan {
     /// The workload in one sentence, for the report.
     pub fn describe(&self) -> String {
@@ -250,6 +299,31 @@ mod tests {
             .plan()
             .unwrap();
         assert_eq!((q.ks.clone(), q.cycles, q.clean_cycles), (vec![1, 8], 5, 0));
+        assert!(q.output.is_none());
+    }
+
+    #[test]
+    fn the_footprint_plan_follows_the_issue() {
+        let p = Args::try_parse_from(["freeze-bench", "--footprint"])
+            .unwrap()
+            .footprint_plan()
+            .unwrap();
+        assert_eq!(
+            (p.pings, p.cycles, p.scrapes, p.frozen_k),
+            (1000, 100, 100, 8)
+        );
+        assert!(p
+            .musl_agent
+            .ends_with("x86_64-unknown-linux-musl/release/guest-agent"));
+        assert!(p
+            .vm_agent
+            .ends_with("x86_64-unknown-linux-musl/debug/guest-agent"));
+        assert!(p.output.unwrap().ends_with("BENCHMARKS.md"));
+        let q = Args::try_parse_from(["freeze-bench", "--footprint", "--quick", "--no-write"])
+            .unwrap()
+            .footprint_plan()
+            .unwrap();
+        assert_eq!((q.pings, q.cycles, q.ready_runs), (200, 20, 2));
         assert!(q.output.is_none());
     }
 

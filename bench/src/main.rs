@@ -1,10 +1,12 @@
-//! `freeze-bench`: the benchmark of issue 7. See [`cli::Args`] for what it does and
-//! BENCHMARKS.md for its results. `make bench` builds guest-agent in release mode and runs it.
+//! `freeze-bench`: the benchmark of issue 7, and with `--footprint` the footprint benchmark of
+//! issue 13 ([`footprint`]). See [`cli::Args`] for what it does and BENCHMARKS.md for its
+//! results. `make bench` builds guest-agent in release mode and runs both.
 
 mod child;
 mod cli;
 mod contender;
 mod error;
+mod footprint;
 mod machine;
 mod observe;
 mod process;
@@ -65,6 +67,63 @@ fn bench(args: &cli::Args) -> Result<(), BenchError> {
             plan.bins.agent.display()
         )));
     }
+    let (rt, stop) = runtime()?;
+    if args.footprint {
+        return footprint_bench(&args.footprint_plan()?, &rt, &stop);
+    }
+    let mut machine = machine::Machine::probe();
+    let (results, observer, mut notes) = run::run(&plan, &rt, &stop)?;
+    machine.finish();
+    add_notes(&results, &mut notes);
+    let info = RunInfo {
+        machine,
+        command: command_line(),
+        parameters: plan.describe(),
+        observer,
+        notes,
+    };
+    let section = report::render(&results, &info);
+    println!("{section}");
+    if let Some(path) = &plan.output {
+        report::write_section(path, &section)?;
+        eprintln!(
+            "wrote the section \"{}\" of {}",
+            &report::SECTION[3..],
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--footprint`: runs [`footprint::run`] and writes its section.
+fn footprint_bench(
+    plan: &footprint::FootprintPlan,
+    rt: &tokio::runtime::Runtime,
+    stop: &AtomicBool,
+) -> Result<(), BenchError> {
+    let mut machine = machine::Machine::probe();
+    let results = footprint::run(plan, rt, stop)?;
+    machine.finish();
+    let info = footprint::report::FootprintInfo {
+        machine,
+        command: command_line(),
+        parameters: plan.describe(),
+    };
+    let section = footprint::report::render(&results, &info);
+    println!("{section}");
+    if let Some(path) = &plan.output {
+        report::write_section(path, &section)?;
+        eprintln!(
+            "wrote the section \"{}\" of {}",
+            &footprint::report::SECTION[3..],
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The benchmark's runtime, and the flag its signal task sets on SIGINT/SIGTERM/SIGHUP.
+fn runtime() -> Result<(tokio::runtime::Runtime, Arc<AtomicBool>), BenchError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -91,28 +150,7 @@ fn bench(args: &cli::Args) -> Result<(), BenchError> {
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let mut machine = machine::Machine::probe();
-    let (results, observer, mut notes) = run::run(&plan, &rt, &stop)?;
-    machine.finish();
-    add_notes(&results, &mut notes);
-    let info = RunInfo {
-        machine,
-        command: command_line(),
-        parameters: plan.describe(),
-        observer,
-        notes,
-    };
-    let section = report::render(&results, &info);
-    println!("{section}");
-    if let Some(path) = &plan.output {
-        report::write_section(path, &section)?;
-        eprintln!(
-            "wrote the section \"{}\" of {}",
-            &report::SECTION[3..],
-            path.display()
-        );
-    }
-    Ok(())
+    Ok((rt, stop))
 }
 
 /// How this run was started, as a reader would retype it.

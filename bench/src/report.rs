@@ -213,12 +213,13 @@ pub fn render(results: &Results, info: &RunInfo) -> String {
     out
 }
 
-/// `existing` with our section replaced by `section` (or appended), other sections kept
-/// byte for byte.
+/// `existing` with the section headed like `section`'s first line (ours, or the footprint
+/// run's) replaced by `section` (or appended), other sections kept byte for byte.
 pub fn replace_section(existing: &str, section: &str) -> String {
     let section = section.trim_end();
+    let heading = section.lines().next().unwrap_or(SECTION).trim_end();
     let lines: Vec<&str> = existing.split_inclusive('\n').collect();
-    let start = lines.iter().position(|l| l.trim_end() == SECTION);
+    let start = lines.iter().position(|l| l.trim_end() == heading);
     let Some(start) = start else {
         let mut out = if existing.trim().is_empty() {
             "# Benchmarks\n".to_owned()
@@ -244,7 +245,8 @@ pub fn replace_section(existing: &str, section: &str) -> String {
     out
 }
 
-/// Reads `path` (if it exists), replaces our section and writes it back.
+/// Reads `path` (if it exists), replaces the section headed like `section` and writes it
+/// back.
 pub fn write_section(path: &Path, section: &str) -> Result<(), BenchError> {
     let existing = match std::fs::read_to_string(path) {
         Ok(s) => s,

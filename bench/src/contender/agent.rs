@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use guest_proto::v1::guest_client::GuestClient;
-use guest_proto::v1::{PingRequest, QuiesceRequest, ThawRequest};
+use guest_proto::v1::{EbpfStatus, FreezeStatusRequest, PingRequest, QuiesceRequest, ThawRequest};
 use guest_transport::{connect_channel, ConnectUri};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -75,17 +75,30 @@ impl AgentContender {
         scratch: &Scratch,
         wrapped: bool,
     ) -> Result<(Self, Duration), BenchError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(BenchError::io("starting the client runtime"))?;
         let socket = scratch_path(scratch, kind.name(), ".sock");
-        let log = socket.with_extension("log");
         let state = scratch
             .state
             .join(socket.file_stem().unwrap_or(kind.name().as_ref()));
         std::fs::create_dir_all(&state).map_err(BenchError::io("creating the agent state dir"))?;
         let args = agent_args(&socket, &scratch.mount_root(), &state, kind.agent_flags());
+        Self::start_with_args(kind, bin, &socket, args, wrapped)
+    }
+
+    /// Starts the agent with the command line `args`, which must make it listen on the unix
+    /// socket `socket` (its log goes next to it, `.log`), and waits until Ping answers;
+    /// returns the time from spawn to that answer.
+    pub fn start_with_args(
+        kind: ContenderKind,
+        bin: &Path,
+        socket: &Path,
+        args: Vec<OsString>,
+        wrapped: bool,
+    ) -> Result<(Self, Duration), BenchError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BenchError::io("starting the client runtime"))?;
+        let log = socket.with_extension("log");
         let started = Instant::now();
         let mut proc = if wrapped {
             let mut argv = vec![bin.as_os_str().to_owned()];
@@ -102,7 +115,7 @@ impl AgentContender {
             cmd.args(args).envs(agent_env());
             ChildGuard::spawn(kind.name(), cmd, &log)?
         };
-        let client = wait_ready(&rt, &socket, &mut proc, &log, kind)?;
+        let client = wait_ready(&rt, socket, &mut proc, &log, kind)?;
         let ready = started.elapsed();
         Ok((
             Self {
@@ -115,6 +128,28 @@ impl AgentContender {
             },
             ready,
         ))
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// Its log file (stdout and stderr).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The eBPF observer's state, from FreezeStatus.
+    pub fn ebpf_status(&mut self) -> Result<Option<EbpfStatus>, BenchError> {
+        let mut client = self.client.clone();
+        let res = self
+            .rt
+            .block_on(client.freeze_status(request(FreezeStatusRequest {})));
+        match res {
+            Ok(r) => Ok(r.into_inner().ebpf),
+            Err(e) => Err(self.fail("FreezeStatus", e)),
+        }
     }
 
     fn fail(&mut self, what: &str, e: impl std::fmt::Display) -> BenchError {

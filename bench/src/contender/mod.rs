@@ -120,11 +120,12 @@ pub fn start(
     })
 }
 
-/// A fresh, unused path below the scratch root (sockets, state dirs, logs).
+/// A fresh, unused path below the scratch root (sockets, state dirs, logs): neither it nor
+/// its `.log` sibling exists (a process removes its socket when it exits, its log stays).
 pub fn scratch_path(scratch: &Scratch, base: &str, ext: &str) -> PathBuf {
     for i in 0.. {
         let p = scratch.root.join(format!("{base}-{i}{ext}"));
-        if !p.exists() {
+        if !p.exists() && !p.with_extension("log").exists() {
             return p;
         }
     }

@@ -118,6 +118,11 @@ impl QgaContender {
         Ok((this, started.elapsed()))
     }
 
+    /// qemu-ga's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// `guest-sync`: discards anything stale and checks the echoed id.
     pub fn sync(&mut self) -> Result<(), BenchError> {
         let id = self.next_id;

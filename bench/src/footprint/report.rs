@@ -1,0 +1,402 @@
+//! The footprint section of BENCHMARKS.md: Markdown tables of [`super::FootprintResults`].
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::sys::ProcStatus;
+use super::{FootprintResults, ProcessRun};
+use crate::machine::Machine;
+use crate::stats::{ms, Summary};
+
+/// Heading of the section in BENCHMARKS.md.
+pub const SECTION: &str = "## Footprint: agent vs qemu-guest-agent";
+
+/// Issue 13's targets.
+const RSS_TARGET_MIB: f64 = 12.0;
+const HWM_TARGET_MIB: f64 = 16.0;
+const PING_P50_TARGET: Duration = Duration::from_micros(60);
+const PING_P99_TARGET: Duration = Duration::from_micros(250);
+const READY_TARGET: Duration = Duration::from_millis(150);
+
+/// Context printed with the tables.
+#[derive(Debug, Clone, Default)]
+pub struct FootprintInfo {
+    /// The machine (load at start and end).
+    pub machine: Machine,
+    /// The command that produced the figures.
+    pub command: String,
+    /// The workload, one paragraph.
+    pub parameters: String,
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn mib_bytes(bytes: u64) -> String {
+    let m = bytes as f64 / (1024.0 * 1024.0);
+    if m < 10.0 {
+        format!("{m:.2} MiB")
+    } else {
+        format!("{m:.1} MiB")
+    }
+}
+
+/// Microseconds for short latencies, milliseconds beyond 10 ms.
+pub fn us(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e6;
+    if v < 10_000.0 {
+        format!("{v:.0} µs")
+    } else {
+        format!("{} ms", ms(d))
+    }
+}
+
+fn lat(samples: &[Duration]) -> String {
+    Summary::of(samples).map_or("–".into(), |s| {
+        format!("{} / {} / {} ({})", us(s.p50), us(s.p99), us(s.max), s.n)
+    })
+}
+
+fn lat_ms(samples: &[Duration]) -> String {
+    Summary::of(samples).map_or("–".into(), |s| {
+        format!("{} / {} / {} ms ({})", ms(s.p50), ms(s.p99), ms(s.max), s.n)
+    })
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+fn status_cells(s: Option<ProcStatus>) -> String {
+    s.map_or("– | – | – | –".into(), |s| {
+        format!(
+            "{} | {} / {} | {} | {}",
+            mib(s.rss_kib),
+            mib(s.anon_kib),
+            mib(s.file_kib),
+            mib(s.hwm_kib),
+            s.threads
+        )
+    })
+}
+
+fn targets(out: &mut String, r: &FootprintResults) {
+    let Some(agent) = r.runs.first() else {
+        return;
+    };
+    let _ = writeln!(out, "### Targets (issue 13), agent as a user runs it\n");
+    let _ = writeln!(out, "| target | measured | goal | |\n|---|---|---|---|");
+    if let Some(end) = agent.end() {
+        let rss = end.rss_kib as f64 / 1024.0;
+        let hwm = end.hwm_kib as f64 / 1024.0;
+        let _ = writeln!(
+            out,
+            "| steady RSS after the workload | {rss:.1} MiB | ≤ {RSS_TARGET_MIB} MiB | {} |",
+            verdict(rss <= RSS_TARGET_MIB)
+        );
+        let _ = writeln!(
+            out,
+            "| peak RSS (VmHWM) | {hwm:.1} MiB | ≤ {HWM_TARGET_MIB} MiB | {} |",
+            verdict(hwm <= HWM_TARGET_MIB)
+        );
+    }
+    for (what, samples) in [
+        ("Ping idle", &agent.ping_idle),
+        (
+            "Ping, filesystems frozen, writers blocked",
+            &agent.ping_frozen,
+        ),
+    ] {
+        if let Some(s) = Summary::of(samples) {
+            let _ = writeln!(
+                out,
+                "| {what}, p50 / p99 | {} / {} | ≤ {} / ≤ {} | {} |",
+                us(s.p50),
+                us(s.p99),
+                us(PING_P50_TARGET),
+                us(PING_P99_TARGET),
+                verdict(s.p50 <= PING_P50_TARGET && s.p99 <= PING_P99_TARGET)
+            );
+        }
+    }
+    if let Some(ready) = r.ready.first() {
+        let worst = ready.cold.iter().chain(&ready.warm).max().copied();
+        if let Some(w) = worst {
+            let _ = writeln!(
+                out,
+                "| ready (listening, eBPF attached), slowest cold or warm start | {} ms | ≤ {} ms | {} |",
+                ms(w),
+                READY_TARGET.as_millis(),
+                verdict(w <= READY_TARGET)
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn memory(out: &mut String, runs: &[ProcessRun], heading: &str, intro: &str, deltas: bool) {
+    let _ = writeln!(out, "### {heading}\n\n{intro}\n");
+    let _ = writeln!(
+        out,
+        "| process | RSS after start (MiB) | RSS at end | anon / file | peak (VmHWM) | threads | CPU used |{}",
+        if deltas { " Δ RSS at end / Δ peak |" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|{}",
+        if deltas { "---:|" } else { "" }
+    );
+    let mut previous: Option<ProcStatus> = None;
+    for r in runs {
+        let delta = match (previous, r.end()) {
+            (Some(p), Some(e)) if deltas => format!(
+                " {:+.1} / {:+.1} |",
+                (e.rss_kib as f64 - p.rss_kib as f64) / 1024.0,
+                (e.hwm_kib as f64 - p.hwm_kib as f64) / 1024.0
+            ),
+            _ if deltas => " |".to_owned(),
+            _ => String::new(),
+        };
+        previous = r.end();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |{delta}",
+            r.label,
+            r.start().map_or("–".into(), |s| mib(s.rss_kib)),
+            status_cells(r.end()),
+            r.cpu.map_or("–".into(), |c| format!("{} ms", ms(c)))
+        );
+    }
+    out.push('\n');
+}
+
+fn steps(out: &mut String, run: &ProcessRun) {
+    let _ = writeln!(
+        out,
+        "Memory of `{}` after each step (MiB; threads):\n\n| after | RSS | anon / file | VmHWM | threads |\n|---|---:|---:|---:|---:|",
+        run.label
+    );
+    for (step, s) in &run.steps {
+        let _ = writeln!(out, "| {step} | {} |", status_cells(Some(*s)));
+    }
+    out.push('\n');
+}
+
+/// The whole section, heading included.
+pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
+    let mut out = String::new();
+    let m = &info.machine;
+    let _ = writeln!(out, "{SECTION}\n");
+    let _ = writeln!(
+        out,
+        "Measured {} on Linux {}, {} × {}, {} MiB RAM; source `{}`. 1-minute load {:.2} at the \
+         start and {:.2} at the end{}{}.\n",
+        m.date,
+        m.kernel,
+        m.cpus,
+        m.cpu_model,
+        m.mem_mib,
+        m.revision,
+        m.load.0,
+        m.load.1,
+        m.others_cpu.map_or(String::new(), |s| format!(
+            "; other programs used {:.0} % of all CPU time during the run",
+            s * 100.0
+        )),
+        if m.busy() {
+            " (**busy machine**: latencies are noisier than on an idle one)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "Command: `{}`\n", info.command);
+    let _ = writeln!(out, "{}\n", info.parameters);
+    targets(&mut out, r);
+    memory(
+        &mut out,
+        &r.runs,
+        "Memory",
+        "The agent with eBPF observer, `/metrics` and OTLP export to a local receiver; \
+         qemu-ga with its defaults. MiB; anon = heap and stacks, file = mapped pages of the \
+         binary and libraries.",
+        false,
+    );
+    if let Some(agent) = r.runs.first() {
+        steps(&mut out, agent);
+    }
+    memory(
+        &mut out,
+        &r.ladder,
+        "What each part costs",
+        "The same release agent and workload (no frozen-Ping phase), one part switched on per \
+         row; the difference between rows is that part's share.",
+        true,
+    );
+    let _ = writeln!(out, "### Ping\n");
+    let _ = writeln!(
+        out,
+        "Round trip from a persistent client on the unix socket (tonic/HTTP/2 for the agent, \
+         a line of JSON for qemu-ga's guest-ping), p50 / p99 / max (n). Frozen: all loop \
+         filesystems of the run frozen by the process itself, one writer blocked on each.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| process | idle | frozen, writers blocked | writers blocked (fewest) | Quiesce+Thaw of 1 fs p50 / p99 / max | /metrics scrape |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for run in r.runs.iter().chain(&r.ladder) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            run.label,
+            lat(&run.ping_idle),
+            lat(&run.ping_frozen),
+            run.blocked
+                .map_or("–".into(), |(b, k)| format!("{b} of {k}")),
+            lat_ms(&run.cycles),
+            if run.scrapes.is_empty() {
+                "–".into()
+            } else {
+                format!("{} ({} bytes)", lat_ms(&run.scrapes), run.scrape_bytes)
+            }
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(out, "### Start-up\n");
+    let _ = writeln!(
+        out,
+        "Spawn to the first answer (agent: Ping; its eBPF observer is loaded and attached \
+         before the listeners open; qemu-ga: guest-sync). Cold: the executable's pages \
+         evicted from the page cache just before (`POSIX_FADV_DONTNEED`; shared libraries \
+         others have mapped stay cached). p50 / max (n) in ms.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| process | cold | warm | eBPF load + attach (agent's log) | binary still cached at a cold start |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for t in &r.ready {
+        let pm = |v: &[Duration]| {
+            Summary::of(v).map_or("–".into(), |s| {
+                format!("{} / {} ({})", ms(s.p50), ms(s.max), s.n)
+            })
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            t.label,
+            pm(&t.cold),
+            pm(&t.warm),
+            pm(&t.ebpf_load),
+            t.cached_at_cold
+                .map_or("–".into(), |c| format!("{:.0} %", c * 100.0))
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(out, "### Binary size\n");
+    let _ = writeln!(
+        out,
+        "| binary | size | stripped | linking |\n|---|---:|---:|---|"
+    );
+    for b in &r.sizes {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            b.label,
+            mib_bytes(b.bytes),
+            b.stripped.map_or("–".into(), mib_bytes),
+            if b.is_static {
+                "static".to_owned()
+            } else {
+                b.shared_libs.map_or("dynamic".into(), |l| {
+                    format!("dynamic, + {} of shared libraries", mib_bytes(l))
+                })
+            }
+        );
+    }
+    out.push('\n');
+    let mut notes: Vec<String> = Vec::new();
+    for run in r.runs.iter().chain(&r.ladder) {
+        if let Some(e) = &run.ebpf {
+            notes.push(format!("{}: eBPF {e}.", run.label));
+        }
+        if let Some(o) = run.otlp {
+            notes.push(format!(
+                "{}: the OTLP receiver got {} span exports ({} spans) and {} metric exports \
+                 from it.",
+                run.label, o.span_exports, o.spans, o.metric_exports
+            ));
+        }
+    }
+    notes.extend(r.notes.iter().cloned());
+    if !notes.is_empty() {
+        let _ = writeln!(out, "Notes:\n");
+        for n in notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::footprint::ReadyTimes;
+
+    #[test]
+    fn renders_targets_and_tables() {
+        let st = |rss_mib: u64, hwm_mib: u64| ProcStatus {
+            rss_kib: rss_mib * 1024,
+            hwm_kib: hwm_mib * 1024,
+            anon_kib: 1024,
+            file_kib: rss_mib * 1024 - 1024,
+            threads: 3,
+        };
+        let agent = ProcessRun {
+            label: "agent".into(),
+            steps: vec![("started", st(9, 20)), ("end", st(10, 20))],
+            ping_idle: vec![Duration::from_micros(50); 10],
+            ping_frozen: vec![Duration::from_micros(300); 10],
+            blocked: Some((8, 8)),
+            ..ProcessRun::default()
+        };
+        let r = FootprintResults {
+            runs: vec![agent],
+            ready: vec![ReadyTimes {
+                label: "agent".into(),
+                cold: vec![Duration::from_millis(40)],
+                warm: vec![Duration::from_millis(20)],
+                ..ReadyTimes::default()
+            }],
+            ..FootprintResults::default()
+        };
+        let text = render(&r, &FootprintInfo::default());
+        assert!(text.starts_with(SECTION));
+        assert!(
+            text.contains("| steady RSS after the workload | 10.0 MiB | ≤ 12 MiB | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| peak RSS (VmHWM) | 20.0 MiB | ≤ 16 MiB | **not met** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| Ping idle, p50 / p99 | 50 µs / 50 µs |"),
+            "{text}"
+        );
+        assert!(text.contains("frozen, writers blocked, p50 / p99 | 300 µs / 300 µs | ≤ 60 µs / ≤ 250 µs | **not met**"), "{text}");
+        assert!(text.contains("| 40.0 ms | ≤ 150 ms | met |"), "{text}");
+        assert!(text.contains("| 8 of 8 |"), "{text}");
+    }
+
+    #[test]
+    fn latencies_switch_to_milliseconds_when_long() {
+        assert_eq!(us(Duration::from_micros(57)), "57 µs");
+        assert_eq!(us(Duration::from_millis(12)), "12.0 ms");
+    }
+}
