@@ -2,43 +2,52 @@
 //!
 //! aya applies no CO-RE relocations to Rust programs and `struct super_block` is
 //! `__randomize_layout`, so the offsets the programs need are read here at load time and handed
-//! to them as the `OFFSETS` global. Only the parts of BTF this needs are parsed: type records,
-//! struct/union members (with anonymous members and bitfield encoding), arrays, the qualifier
-//! and typedef chain, and function prototypes.
+//! to them as the `OFFSETS` global. The parser also answers what the loader decides from BTF:
+//! which tracepoints exist (`btf_trace_*` typedefs), how many parameters `freeze_super` and
+//! `thaw_super` take, and the type id of `freeze_super` (for the fexit probe).
+//!
+//! # Lean by design (issue 13)
+//!
+//! The kernel's BTF is megabytes (5.3 MiB on 6.18, about 150,000 types) and the loader needs a
+//! few dozen facts from it, so nothing is parsed that is not asked for:
+//!
+//! 1. Opening walks the type section once, streaming (64 KiB buffer), and keeps per type id
+//!    only where its record starts and its kind (one `u32`) and its name offset (one `u32`):
+//!    8 bytes a type, no member lists, no strings.
+//! 2. Names are resolved in batches ([`Btf::prefetch`]): one streaming pass over the string
+//!    section finds the offsets of the wanted names (suffixes included, as BTF may point into
+//!    the middle of a longer string); a lookup by name then compares offsets.
+//! 3. Everything else (members, array lengths, typedef chains, function prototypes) is read
+//!    on demand from the file with `pread`, record by record.
+//!
+//! Memory and time, measured with `tests/btf_memory.rs` (each parser in a fresh process, a
+//! counting allocator; release build) on 6.18 with a 5.3 MiB `/sys/kernel/btf/vmlinux`:
+//!
+//! | parser | heap peak | heap held after | time |
+//! |---|---|---|---|
+//! | this one, with [`Btf::kernel_offsets`] (126,412 types) | 1.1 MiB | 1.0 MiB | 10 ms |
+//! | the previous version of this module (a `Vec` of every type with its members) | 19.0 MiB | 13.2 MiB | 24 ms |
+//! | `aya::Btf::parse_file` | 18.0 MiB | 12.8 MiB | 15 ms |
+//! | the whole `loader::load` where fexit is refused (this index, no aya parse) | 1.1 MiB | 0.1 MiB | 28 ms |
 //!
 //! # Why not aya's BTF parser (`aya_obj::btf::Btf`, issue 16)
 //!
-//! The loader parses the kernel's BTF with aya as well: `FExit` and `BtfTracePoint` programs
-//! need an `aya::Btf` to find their target. Using that one parse for the offsets too would
-//! save the second parse (issue 16 asks for it), but aya-obj 0.3 (aya 0.14) does not give
-//! what is needed: type lookup by id, struct members and their offsets, type sizes, array
-//! lengths, the typedef/qualifier chain and `FUNC_PROTO` parameters are all `pub(crate)`.
-//! Its public queries are parsing and `id_by_type_name_kind` (name to id). So this parser
-//! keeps member offsets ([`Btf::member`]), sizes ([`Btf::size_of`], [`Btf::array_element`],
-//! [`Btf::is_pointer`]) and function arity ([`Btf::func_param_count`]), which aya cannot
-//! give, and [`Btf::has_named_type`], which aya could: the loader decides from this parse
-//! (kernel too old, which sync_fs tracepoints exist, the fexit variant) and drops it before
-//! aya's parse starts, so the two never coexist and a too-old kernel is refused before aya
-//! parses anything. `btf-rs` is no alternative: LGPL-2.1-or-later.
-//!
-//! Memory and time, measured with `tests/btf_memory.rs` (each parser in a fresh process, a
-//! counting allocator; release build, the debug build allocates the same) on a 6.18 kernel
-//! whose `/sys/kernel/btf/vmlinux` is 5.3 MiB:
-//!
-//! | parser | heap peak | heap held after | VmHWM growth | time |
-//! |---|---|---|---|---|
-//! | this one, with [`Btf::kernel_offsets`] | 19.0 MiB | 13.2 MiB | 19.5 MiB | 24 ms |
-//! | `aya::Btf::parse_file` | 18.0 MiB | 12.8 MiB | 18.2 MiB | 16 ms |
-//!
-//! Both build the whole type table, so they cost about the same: this parser is not the
-//! cheaper one, and keeping it is no memory saving. Start-up pays one of them at a time (the
-//! loader drops ours before aya parses), so BTF's share of the agent's peak is one parse,
-//! 18-19 MiB of heap; issue 13's 16 MiB peak target cannot be met on this kernel while aya
-//! parses the whole vmlinux BTF to load the fexit and tp_btf programs. Were aya to expose
-//! members and sizes, this module should shrink to [`Btf::kernel_offsets`] over aya's `Btf`,
-//! and the loader parse once.
+//! aya-obj 0.3 (aya 0.14) keeps type lookup by id, struct members and their offsets, type
+//! sizes, array lengths, the typedef/qualifier chain and `FUNC_PROTO` parameters
+//! `pub(crate)`; its public queries are parsing and `id_by_type_name_kind`, and it always
+//! builds the whole type table (the 18 MiB above). aya still needs its own parse to load
+//! fexit and tp_btf programs; the loader parses with aya only where it will use one of those
+//! (see `loader.rs`), so on kernels that refuse BPF trampolines aya parses nothing.
+//! `btf-rs` is no alternative: LGPL-2.1-or-later.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fs::File,
+    io::{BufReader, Read, Seek, SeekFrom},
+    os::unix::fs::FileExt,
+    path::Path,
+};
 
 use agent_common::KernelOffsets;
 
@@ -46,6 +55,43 @@ use agent_common::KernelOffsets;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xEB9F;
+/// Read buffer of the streaming passes.
+const STREAM_BUFFER: usize = 64 << 10;
+/// A type's record offset lives in the low bits of its index entry, its kind in the top 5.
+const OFFSET_BITS: u32 = 27;
+const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
+
+/// Every name [`Btf::kernel_offsets`] looks up, for one [`Btf::prefetch`].
+pub const OFFSET_NAMES: &[&str] = &[
+    "super_block",
+    "sb_writers",
+    "file_system_type",
+    "dentry",
+    "task_struct",
+    "files_struct",
+    "fdtable",
+    "file",
+    "inode",
+    "xfs_mount",
+    "btrfs_fs_info",
+    "s_writers",
+    "frozen",
+    "rw_sem",
+    "s_dev",
+    "s_id",
+    "s_type",
+    "s_root",
+    "name",
+    "d_sb",
+    "files",
+    "fdt",
+    "max_fds",
+    "fd",
+    "f_inode",
+    "i_sb",
+    "m_super",
+    "sb",
+];
 
 /// Errors reading BTF or finding a type in it.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +171,7 @@ enum Kind {
 impl Kind {
     fn from_raw(raw: u8) -> Option<Self> {
         Some(match raw {
+            0 => Self::Void,
             1 => Self::Int,
             2 => Self::Ptr,
             3 => Self::Array,
@@ -147,28 +194,38 @@ impl Kind {
             _ => return None,
         })
     }
+
+    /// Bytes that follow the 12-byte common header of a record of this kind.
+    fn extra_len(self, vlen: u16) -> usize {
+        let vlen = usize::from(vlen);
+        match self {
+            Self::Int | Self::Var | Self::DeclTag => 4,
+            Self::Array => 12,
+            Self::Struct | Self::Union | Self::Datasec | Self::Enum64 => 12 * vlen,
+            Self::Enum | Self::FuncProto => 8 * vlen,
+            _ => 0,
+        }
+    }
+}
+
+/// The common header of one type record, read on demand.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    kind: Kind,
+    vlen: u16,
+    kflag: bool,
+    /// `size` for int/struct/union/enum, referenced type id for ptr/typedef/qualifiers/func.
+    size_or_type: u32,
+    /// Where the kind-specific data starts, in the source.
+    extra_at: u64,
 }
 
 /// One struct/union member: name, type and offset in bits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Member {
     name_off: u32,
     type_id: u32,
     bit_offset: u32,
-}
-
-/// One parsed type record.
-#[derive(Clone, Debug)]
-struct Type {
-    kind: Kind,
-    name_off: u32,
-    vlen: u16,
-    /// `size` for int/struct/union/enum, referenced type id for ptr/typedef/qualifiers/func.
-    size_or_type: u32,
-    /// Array element type and count.
-    array: Option<(u32, u32)>,
-    /// Struct/union members.
-    members: Vec<Member>,
 }
 
 /// A member located inside a struct: its byte offset from the struct start and its type.
@@ -180,165 +237,355 @@ pub struct Field {
     pub type_id: u32,
 }
 
-/// Parsed BTF: the type table (index = type id, 0 = void) and the string section.
+/// Where the BTF bytes are: the file (read with `pread`) or a buffer.
+enum Source {
+    File { file: File, path: String },
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<(), BtfError> {
+        match self {
+            Self::File { file, path } => file.read_exact_at(buf, at).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                    BtfError::Malformed("truncated")
+                } else {
+                    BtfError::Io {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            }),
+            Self::Bytes(data) => {
+                let start = usize::try_from(at).map_err(|_| BtfError::Malformed("truncated"))?;
+                let src = data
+                    .get(start..start + buf.len())
+                    .ok_or(BtfError::Malformed("truncated"))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+
+    /// A buffered reader over `len` bytes from `at`, for a streaming pass.
+    fn stream(&self, at: u64, len: u64) -> Result<Box<dyn Read + '_>, BtfError> {
+        match self {
+            Self::File { file, path } => {
+                let mut reader = BufReader::with_capacity(STREAM_BUFFER, file);
+                reader
+                    .seek(SeekFrom::Start(at))
+                    .map_err(|source| BtfError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(Box::new(reader.take(len)))
+            }
+            Self::Bytes(data) => {
+                let start = usize::try_from(at).map_err(|_| BtfError::Malformed("truncated"))?;
+                let end =
+                    usize::try_from(at + len).map_err(|_| BtfError::Malformed("truncated"))?;
+                Ok(Box::new(
+                    data.get(start..end)
+                        .ok_or(BtfError::Malformed("truncated"))?,
+                ))
+            }
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> BtfError {
+        match self {
+            _ if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                BtfError::Malformed("type section ends inside a record")
+            }
+            Self::File { path, .. } => BtfError::Io {
+                path: path.clone(),
+                source,
+            },
+            Self::Bytes(_) => BtfError::Malformed("truncated"),
+        }
+    }
+}
+
+/// Indexed BTF: where each type's record is, its kind and name offset; the rest is read from
+/// the source when asked (see the module documentation).
 pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
-    /// Struct and union ids by name (first definition wins; forward declarations excluded).
-    structs: HashMap<String, u32>,
-    /// Function ids by name.
-    funcs: HashMap<String, u32>,
+    src: Source,
+    /// Start of the type section in the source.
+    types_at: u64,
+    /// Start and length of the string section in the source.
+    strings_at: u64,
+    strings_len: u64,
+    /// Per type id (0 = void): record offset in the type section | kind << 27.
+    index: Vec<u32>,
+    /// Per type id: name offset in the string section.
+    names: Vec<u32>,
+    /// Names resolved so far: every string offset at which the name is found.
+    resolved: RefCell<HashMap<String, Vec<u32>>>,
 }
 
-fn u16_at(data: &[u8], at: usize) -> Result<u16, BtfError> {
-    data.get(at..at + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .ok_or(BtfError::Malformed("truncated"))
+fn u16_le(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
 }
 
-fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
-    data.get(at..at + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(BtfError::Malformed("truncated"))
+fn u32_le(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 impl Btf {
-    /// Reads and parses the running kernel's BTF.
+    /// Opens and indexes the running kernel's BTF.
     pub fn from_sys_fs() -> Result<Self, BtfError> {
         Self::from_file(Path::new(VMLINUX_BTF))
     }
 
-    /// Reads and parses a raw BTF file.
+    /// Opens and indexes a raw BTF file; the file stays open for later queries.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 BtfError::Missing {
-                    path: path.display().to_string(),
+                    path: shown.clone(),
                 }
             } else {
                 BtfError::Io {
-                    path: path.display().to_string(),
+                    path: shown.clone(),
                     source,
                 }
             }
         })?;
-        Self::parse(&data)
+        let len = file
+            .metadata()
+            .map_err(|source| BtfError::Io {
+                path: shown.clone(),
+                source,
+            })?
+            .len();
+        Self::index(Source::File { file, path: shown }, len)
     }
 
-    /// Parses raw little-endian BTF (the format of `/sys/kernel/btf/vmlinux` and of a `.BTF`
-    /// ELF section).
+    /// Indexes raw little-endian BTF (the format of `/sys/kernel/btf/vmlinux` and of a `.BTF`
+    /// ELF section), copied.
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
-        if u16_at(data, 0)? != BTF_MAGIC {
+        Self::index(Source::Bytes(data.to_vec()), data.len() as u64)
+    }
+
+    fn index(src: Source, len: u64) -> Result<Self, BtfError> {
+        let mut hdr = [0u8; 24];
+        if len < 24 {
+            return Err(BtfError::Malformed("truncated"));
+        }
+        src.read_at(&mut hdr, 0)?;
+        if u16_le(&hdr[0..]) != BTF_MAGIC {
             return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let types_data = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Malformed("type section out of bounds"))?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section out of bounds"))?
-            .to_vec();
-
-        let mut types = vec![Type {
-            kind: Kind::Void,
-            name_off: 0,
-            vlen: 0,
-            size_or_type: 0,
-            array: None,
-            members: Vec::new(),
-        }];
-        let mut at = 0;
-        while at < types_data.len() {
-            let id = types.len() as u32;
-            let name_off = u32_at(types_data, at)?;
-            let info = u32_at(types_data, at + 4)?;
-            let size_or_type = u32_at(types_data, at + 8)?;
-            at += 12;
-            let raw_kind = ((info >> 24) & 0x1f) as u8;
-            let kind =
-                Kind::from_raw(raw_kind).ok_or(BtfError::UnknownKind { kind: raw_kind, id })?;
-            let vlen = (info & 0xffff) as u16;
-            let kflag = info >> 31 == 1;
-            let mut ty = Type {
-                kind,
-                name_off,
-                vlen,
-                size_or_type,
-                array: None,
-                members: Vec::new(),
-            };
-            match kind {
-                Kind::Int | Kind::Var | Kind::DeclTag => at += 4,
-                Kind::Array => {
-                    ty.array = Some((u32_at(types_data, at)?, u32_at(types_data, at + 8)?));
-                    at += 12;
+        let hdr_len = u64::from(u32_le(&hdr[4..]));
+        let type_off = u64::from(u32_le(&hdr[8..]));
+        let type_len = u64::from(u32_le(&hdr[12..]));
+        let str_off = u64::from(u32_le(&hdr[16..]));
+        let str_len = u64::from(u32_le(&hdr[20..]));
+        let types_at = hdr_len + type_off;
+        let strings_at = hdr_len + str_off;
+        if types_at + type_len > len {
+            return Err(BtfError::Malformed("type section out of bounds"));
+        }
+        if strings_at + str_len > len {
+            return Err(BtfError::Malformed("string section out of bounds"));
+        }
+        if type_len > u64::from(OFFSET_MASK) {
+            return Err(BtfError::Malformed("type section too large"));
+        }
+        // Id 0 is void.
+        let mut index = vec![0u32];
+        let mut names = vec![0u32];
+        {
+            let mut reader = src.stream(types_at, type_len)?;
+            let mut at = 0u64;
+            let mut rec = [0u8; 12];
+            while at < type_len {
+                let id = index.len() as u32;
+                reader.read_exact(&mut rec).map_err(|e| src.io_error(e))?;
+                let name_off = u32_le(&rec[0..]);
+                let info = u32_le(&rec[4..]);
+                let raw_kind = ((info >> 24) & 0x1f) as u8;
+                let kind = Kind::from_raw(raw_kind)
+                    .filter(|k| *k != Kind::Void)
+                    .ok_or(BtfError::UnknownKind { kind: raw_kind, id })?;
+                let extra = kind.extra_len((info & 0xffff) as u16) as u64;
+                let skipped = std::io::copy(&mut reader.by_ref().take(extra), &mut std::io::sink())
+                    .map_err(|e| src.io_error(e))?;
+                if skipped != extra {
+                    return Err(BtfError::Malformed("type section ends inside a record"));
                 }
-                Kind::Struct | Kind::Union => {
-                    for _ in 0..vlen {
-                        let offset = u32_at(types_data, at + 8)?;
-                        ty.members.push(Member {
-                            name_off: u32_at(types_data, at)?,
-                            type_id: u32_at(types_data, at + 4)?,
-                            // With kind_flag set the top 8 bits are the bitfield size.
-                            bit_offset: if kflag { offset & 0x00ff_ffff } else { offset },
-                        });
-                        at += 12;
-                    }
-                }
-                Kind::Enum => at += 8 * vlen as usize,
-                Kind::FuncProto => at += 8 * vlen as usize,
-                Kind::Datasec | Kind::Enum64 => at += 12 * vlen as usize,
-                _ => {}
+                index.push(at as u32 | u32::from(raw_kind) << OFFSET_BITS);
+                names.push(name_off);
+                at += 12 + extra;
             }
-            types.push(ty);
+            if at != type_len {
+                return Err(BtfError::Malformed("type section ends inside a record"));
+            }
         }
-        if at != types_data.len() {
-            return Err(BtfError::Malformed("type section ends inside a record"));
-        }
+        index.shrink_to_fit();
+        names.shrink_to_fit();
+        Ok(Self {
+            src,
+            types_at,
+            strings_at,
+            strings_len: str_len,
+            index,
+            names,
+            resolved: RefCell::new(HashMap::new()),
+        })
+    }
 
-        let mut btf = Self {
-            types,
-            strings,
-            structs: HashMap::new(),
-            funcs: HashMap::new(),
+    /// Number of types, void included.
+    pub fn type_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Resolves `names` in one pass over the string section, so later lookups by any of them
+    /// read nothing more. Lookups of names not prefetched each cost a pass of their own.
+    pub fn prefetch(&self, names: &[&str]) -> Result<(), BtfError> {
+        let missing: Vec<&str> = {
+            let resolved = self.resolved.borrow();
+            names
+                .iter()
+                .copied()
+                .filter(|n| !n.is_empty() && !resolved.contains_key(*n))
+                .collect()
         };
-        for id in 1..btf.types.len() as u32 {
-            let ty = &btf.types[id as usize];
-            let map = match ty.kind {
-                Kind::Struct | Kind::Union => &mut btf.structs,
-                Kind::Func => &mut btf.funcs,
-                _ => continue,
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found = self.scan_strings(&missing)?;
+        let mut resolved = self.resolved.borrow_mut();
+        for (name, offsets) in missing.iter().zip(found) {
+            resolved.insert((*name).to_owned(), offsets);
+        }
+        Ok(())
+    }
+
+    /// Every string offset at which each of `wanted` is a NUL-terminated string (also as the
+    /// tail of a longer one), in one streaming pass.
+    fn scan_strings(&self, wanted: &[&str]) -> Result<Vec<Vec<u32>>, BtfError> {
+        let mut found = vec![Vec::new(); wanted.len()];
+        let mut reader = self.src.stream(self.strings_at, self.strings_len)?;
+        let mut buf = vec![0u8; STREAM_BUFFER];
+        let mut current: Vec<u8> = Vec::with_capacity(256);
+        let mut pos = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.src.io_error(e)),
             };
-            let name = str_at(&btf.strings, ty.name_off);
-            if !name.is_empty() {
-                map.entry(name.to_owned()).or_insert(id);
+            for &b in &buf[..n] {
+                if b == 0 {
+                    for (w, hits) in wanted.iter().zip(found.iter_mut()) {
+                        if current.ends_with(w.as_bytes()) {
+                            hits.push((pos - w.len() as u64) as u32);
+                        }
+                    }
+                    current.clear();
+                } else {
+                    current.push(b);
+                }
+                pos += 1;
             }
         }
-        Ok(btf)
+        Ok(found)
     }
 
-    fn ty(&self, id: u32) -> Result<&Type, BtfError> {
-        self.types
+    /// The string offsets of `name` (resolving it if not yet prefetched).
+    fn offsets_of(&self, name: &str) -> Result<Vec<u32>, BtfError> {
+        if let Some(v) = self.resolved.borrow().get(name) {
+            return Ok(v.clone());
+        }
+        self.prefetch(&[name])?;
+        Ok(self
+            .resolved
+            .borrow()
+            .get(name)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn kind_of(&self, id: u32) -> Result<Kind, BtfError> {
+        let entry = *self
+            .index
             .get(id as usize)
-            .ok_or(BtfError::Malformed("type id out of range"))
+            .ok_or(BtfError::Malformed("type id out of range"))?;
+        Kind::from_raw((entry >> OFFSET_BITS) as u8).ok_or(BtfError::Malformed("bad index"))
     }
 
-    fn name(&self, ty: &Type) -> &str {
-        str_at(&self.strings, ty.name_off)
+    /// The first type (lowest id) of one of `kinds` named `name`.
+    fn find_named(&self, name: &str, kinds: &[Kind]) -> Result<Option<u32>, BtfError> {
+        let offsets = self.offsets_of(name)?;
+        if offsets.is_empty() {
+            return Ok(None);
+        }
+        for (id, name_off) in self.names.iter().enumerate().skip(1) {
+            if offsets.contains(name_off) && kinds.contains(&self.kind_of(id as u32)?) {
+                return Ok(Some(id as u32));
+            }
+        }
+        Ok(None)
+    }
+
+    fn header(&self, id: u32) -> Result<Header, BtfError> {
+        let entry = *self
+            .index
+            .get(id as usize)
+            .ok_or(BtfError::Malformed("type id out of range"))?;
+        if id == 0 {
+            return Ok(Header {
+                kind: Kind::Void,
+                vlen: 0,
+                kflag: false,
+                size_or_type: 0,
+                extra_at: 0,
+            });
+        }
+        let at = self.types_at + u64::from(entry & OFFSET_MASK);
+        let mut rec = [0u8; 12];
+        self.src.read_at(&mut rec, at)?;
+        let info = u32_le(&rec[4..]);
+        let raw_kind = ((info >> 24) & 0x1f) as u8;
+        Ok(Header {
+            kind: Kind::from_raw(raw_kind).ok_or(BtfError::UnknownKind { kind: raw_kind, id })?,
+            vlen: (info & 0xffff) as u16,
+            kflag: info >> 31 == 1,
+            size_or_type: u32_le(&rec[8..]),
+            extra_at: at + 12,
+        })
+    }
+
+    fn members(&self, h: &Header) -> Result<Vec<Member>, BtfError> {
+        let mut raw = vec![0u8; 12 * usize::from(h.vlen)];
+        self.src.read_at(&mut raw, h.extra_at)?;
+        Ok(raw
+            .chunks_exact(12)
+            .map(|m| {
+                let offset = u32_le(&m[8..]);
+                Member {
+                    name_off: u32_le(&m[0..]),
+                    type_id: u32_le(&m[4..]),
+                    // With kind_flag set the top 8 bits are the bitfield size.
+                    bit_offset: if h.kflag {
+                        offset & 0x00ff_ffff
+                    } else {
+                        offset
+                    },
+                }
+            })
+            .collect())
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
     fn resolve(&self, mut id: u32) -> Result<u32, BtfError> {
         for _ in 0..32 {
-            let ty = self.ty(id)?;
-            match ty.kind {
+            match self.kind_of(id)? {
                 Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag => {
-                    id = ty.size_or_type;
+                    id = self.header(id)?.size_or_type;
                 }
                 _ => return Ok(id),
             }
@@ -346,13 +593,22 @@ impl Btf {
         Err(BtfError::Malformed("typedef chain too long"))
     }
 
-    /// Id of the struct (or union) called `name`.
+    /// Id of the struct (or union) called `name` (the first definition; forward declarations
+    /// excluded).
     pub fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
-        self.structs
-            .get(name)
-            .copied()
+        self.find_named(name, &[Kind::Struct, Kind::Union])?
             .ok_or_else(|| BtfError::TypeNotFound {
                 kind: "struct",
+                name: name.to_owned(),
+            })
+    }
+
+    /// Id of the function (`BTF_KIND_FUNC`) called `name`: what a fexit program's
+    /// `attach_btf_id` names.
+    pub fn func_id(&self, name: &str) -> Result<u32, BtfError> {
+        self.find_named(name, &[Kind::Func])?
+            .ok_or_else(|| BtfError::TypeNotFound {
+                kind: "function",
                 name: name.to_owned(),
             })
     }
@@ -360,47 +616,51 @@ impl Btf {
     /// Size in bytes of a type (arrays multiply out; pointers are 8 bytes).
     pub fn size_of(&self, id: u32) -> Result<u32, BtfError> {
         let id = self.resolve(id)?;
-        let ty = self.ty(id)?;
-        match ty.kind {
+        let h = self.header(id)?;
+        match h.kind {
             Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Float => {
-                Ok(ty.size_or_type)
+                Ok(h.size_or_type)
             }
             Kind::Ptr => Ok(8),
             Kind::Array => {
-                let (elem, n) = ty.array.ok_or(BtfError::Malformed("array without data"))?;
+                let (elem, n) = self.array_element(id)?;
                 Ok(self.size_of(elem)? * n)
             }
             other => Err(BtfError::Unexpected(format!("no size for a {other:?}"))),
         }
     }
 
-    /// Element type of an array type (after typedefs/qualifiers).
+    /// Element type and length of an array type (after typedefs/qualifiers).
     pub fn array_element(&self, id: u32) -> Result<(u32, u32), BtfError> {
-        let ty = self.ty(self.resolve(id)?)?;
-        ty.array
-            .ok_or_else(|| BtfError::Unexpected(format!("type {id} is not an array")))
+        let h = self.header(self.resolve(id)?)?;
+        if h.kind != Kind::Array {
+            return Err(BtfError::Unexpected(format!("type {id} is not an array")));
+        }
+        let mut raw = [0u8; 12];
+        self.src.read_at(&mut raw, h.extra_at)?;
+        Ok((u32_le(&raw[0..]), u32_le(&raw[8..])))
     }
 
     /// True if the type (after typedefs/qualifiers) is a pointer.
     pub fn is_pointer(&self, id: u32) -> Result<bool, BtfError> {
-        Ok(self.ty(self.resolve(id)?)?.kind == Kind::Ptr)
+        Ok(self.kind_of(self.resolve(id)?)? == Kind::Ptr)
     }
 
     /// Finds `member` directly in struct/union `id`, or inside one of its anonymous members,
     /// returning its byte offset relative to `id`.
     fn find_member(&self, id: u32, member: &str) -> Result<Option<Field>, BtfError> {
-        let ty = self.ty(self.resolve(id)?)?;
-        if !matches!(ty.kind, Kind::Struct | Kind::Union) {
+        let h = self.header(self.resolve(id)?)?;
+        if !matches!(h.kind, Kind::Struct | Kind::Union) {
             return Ok(None);
         }
-        for m in &ty.members {
-            let name = str_at(&self.strings, m.name_off);
-            if name == member {
-                return to_field(m, 0);
+        let offsets = self.offsets_of(member)?;
+        for m in self.members(&h)? {
+            if offsets.contains(&m.name_off) {
+                return to_field(&m, 0);
             }
-            if name.is_empty() {
+            if m.name_off == 0 {
                 if let Some(inner) = self.find_member(m.type_id, member)? {
-                    let base = to_field(m, 0)?.map_or(0, |f| f.offset);
+                    let base = to_field(&m, 0)?.map_or(0, |f| f.offset);
                     return Ok(Some(Field {
                         offset: base + inner.offset,
                         type_id: inner.type_id,
@@ -432,15 +692,8 @@ impl Btf {
 
     /// Number of parameters of the kernel function `name` (from its `FUNC_PROTO`).
     pub fn func_param_count(&self, name: &str) -> Result<usize, BtfError> {
-        let id = self
-            .funcs
-            .get(name)
-            .copied()
-            .ok_or_else(|| BtfError::TypeNotFound {
-                kind: "function",
-                name: name.to_owned(),
-            })?;
-        let proto = self.ty(self.ty(id)?.size_or_type)?;
+        let func = self.header(self.func_id(name)?)?;
+        let proto = self.header(func.size_or_type)?;
         if proto.kind != Kind::FuncProto {
             return Err(BtfError::Unexpected(format!("{name} has no prototype")));
         }
@@ -448,13 +701,17 @@ impl Btf {
     }
 
     /// True if BTF knows a type or function named `name` (any kind), e.g. a tracepoint's
-    /// `btf_trace_<name>` typedef.
+    /// `btf_trace_<name>` typedef. False also when the BTF cannot be read.
     pub fn has_named_type(&self, name: &str) -> bool {
-        self.types.iter().skip(1).any(|t| self.name(t) == name)
+        match self.offsets_of(name) {
+            Ok(offsets) => self.names.iter().skip(1).any(|off| offsets.contains(off)),
+            Err(_) => false,
+        }
     }
 
     /// The offsets the programs need, all checked for the shape they rely on.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        self.prefetch(OFFSET_NAMES)?;
         let sb_writers = self.member("super_block", "s_writers")?;
         let frozen = self.member("sb_writers", "frozen")?;
         let frozen_size = self.size_of(frozen.type_id)?;
@@ -512,14 +769,6 @@ fn to_field(m: &Member, base: u32) -> Result<Option<Field>, BtfError> {
         offset: base + m.bit_offset / 8,
         type_id: m.type_id,
     }))
-}
-
-fn str_at(strings: &[u8], off: u32) -> &str {
-    let Some(tail) = strings.get(off as usize..) else {
-        return "";
-    };
-    let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-    std::str::from_utf8(&tail[..end]).unwrap_or("")
 }
 
 #[cfg(test)]

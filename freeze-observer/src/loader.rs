@@ -7,7 +7,10 @@
 //! collector's poll ([`crate::probe`]). The `sys_enter_ioctl`/`sys_exit_ioctl` tracepoints
 //! (FIFREEZE/FITHAW only, and every syscall of the machine on the traced path) are an explicit
 //! opt-in; `none` sees freezes only through the writers blocked on them. Stalled writers are
-//! seen by tp_btf `contention_begin`/`contention_end`, or the raw tracepoints of the same name.
+//! seen by tp_btf `contention_begin`/`contention_end` where aya parses the kernel's BTF anyway
+//! (for fexit), else by the raw tracepoints of the same name (the same programs' logic, no
+//! BTF needed). Whether fexit will work is asked of the kernel first ([`probe_fexit`]), so
+//! aya's 18 MiB parse of the kernel's BTF happens only where fexit is really used.
 //! Everything here blocks (bpf syscalls, BTF parsing): call it from `spawn_blocking`.
 
 use std::{
@@ -307,12 +310,22 @@ impl fmt::Debug for Loaded {
 
 /// Loads the object, attaches the programs and (optionally) probes for already-frozen
 /// filesystems. Blocking.
+///
+/// The kernel's BTF is read twice at most, never both at once: our lean index
+/// ([`crate::btf`], about 1 MiB) for the offsets and every decision, then aya's full parse
+/// (about 18 MiB of heap) only when a program that needs it will be loaded: fexit (forced, or
+/// `auto` where [`probe_fexit`] showed the kernel accepts it) or a forced tp_btf contention
+/// hook. Elsewhere (kernels without BPF trampolines, `sync-fs`, `ioctl`, `none`) the writers
+/// are watched through the raw tracepoints of the same name and aya parses nothing.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let started = Instant::now();
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::ObjectMissing);
     }
     let btf = Btf::from_file(&opts.btf_path)?;
+    let mut names: Vec<&str> = crate::btf::OFFSET_NAMES.to_vec();
+    names.extend(LOADER_NAMES);
+    btf.prefetch(&names)?;
     if !btf.has_named_type("btf_trace_contention_begin") {
         return Err(LoadError::KernelTooOld {
             what: "no lock:contention_begin tracepoint (needs Linux 5.19+)".to_owned(),
@@ -321,17 +334,34 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let offsets = btf.kernel_offsets()?;
     let arity = FexitArity::read(&btf);
     let sync_fs = SyncFsHooks::read(&btf, &offsets);
-    // Peak memory: each parse of the kernel's BTF holds megabytes. Ours is done with; the
-    // copy `EbpfLoader::new` parses by itself goes before aya's own is parsed, so only one
-    // is alive at a time.
+    // Whether fexit can work here, asked of the kernel without aya: only then is aya's parse
+    // worth its memory.
+    let fexit = match opts.freeze_source {
+        None => probe_fexit(&btf),
+        Some(_) => Err(LoadError::KernelTooOld {
+            what: "fexit not requested".to_owned(),
+        }),
+    };
     drop(btf);
-    let mut loader = EbpfLoader::new();
-    loader.btf(None);
-    let aya_btf = aya::Btf::parse_file(&opts.btf_path, Endianness::default())
-        .map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
+    let fexit_wanted = match opts.freeze_source {
+        None => fexit.is_ok(),
+        Some(FreezeSource::Fexit) => true,
+        Some(_) => false,
+    };
+    let aya_btf = if fexit_wanted || opts.contention_hook == Some(ContentionHook::TpBtf) {
+        Some(
+            aya::Btf::parse_file(&opts.btf_path, Endianness::default())
+                .map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?,
+        )
+    } else {
+        None
+    };
 
+    let mut loader = loader_without_kernel_btf();
+    // Rust programs carry no CO-RE relocations (aya-rs/aya#349); aya uses the kernel BTF
+    // here only for those, so it is handed over only where it exists anyway.
     let mut ebpf = loader
-        .btf(Some(&aya_btf))
+        .btf(aya_btf.as_ref())
         .override_global("OFFSETS", &offsets, true)
         .load(EBPF_OBJECT)
         .map_err(|e| {
@@ -344,9 +374,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             }
         })?;
 
-    let contention_hook = attach_contention(&mut ebpf, &aya_btf, opts.contention_hook)?;
-    let (freeze_source, freeze_source_reason) =
-        attach_freeze_source(&mut ebpf, arity, &sync_fs, &aya_btf, opts.freeze_source)?;
+    let contention_hook = attach_contention(&mut ebpf, aya_btf.as_ref(), opts.contention_hook)?;
+    let (freeze_source, freeze_source_reason) = attach_freeze_source(
+        &mut ebpf,
+        arity,
+        &sync_fs,
+        aya_btf.as_ref(),
+        fexit,
+        opts.freeze_source,
+    )?;
     drop(aya_btf);
 
     let probe = Probe::load(&mut ebpf)?;
@@ -375,12 +411,145 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     })
 }
 
+/// Names the loader looks up in BTF besides [`crate::btf::OFFSET_NAMES`], resolved together.
+const LOADER_NAMES: [&str; 6] = [
+    "btf_trace_contention_begin",
+    "btf_trace_ext4_sync_fs",
+    "btf_trace_xfs_fs_sync_fs",
+    "btf_trace_btrfs_sync_fs",
+    "freeze_super",
+    "thaw_super",
+];
+
+/// An `EbpfLoader` holding no kernel BTF, built without parsing any.
+///
+/// aya 0.14's `EbpfLoader::new()` parses `/sys/kernel/btf/vmlinux` unconditionally (about
+/// 18 MiB of heap, dropped again by `.btf(None)`, but the peak stays in VmHWM), and the
+/// loader has no other constructor. So it is built on a short-lived thread whose root
+/// directory is `/sys/kernel/btf` (`unshare(CLONE_FS)` gives that thread its own root, the
+/// rest of the process is untouched), where `/sys/kernel/btf/vmlinux` does not resolve and
+/// aya's parse fails at once. Without `CAP_SYS_CHROOT` this falls back to the plain
+/// constructor and its transient parse.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let built = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(CLONE_FS) affects only this thread's root, cwd and umask.
+            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                return None;
+            }
+            let root = CString::new("/sys/kernel/btf").expect("no NUL");
+            // SAFETY: a valid NUL-terminated path; the changed root is this thread's own
+            // (after the unshare above) and ends with it.
+            if unsafe { libc::chroot(root.as_ptr()) } != 0 {
+                return None;
+            }
+            Some(EbpfLoader::new())
+        })
+        .join()
+        .ok()
+        .flatten()
+    });
+    let mut loader = built.unwrap_or_else(|| {
+        tracing::debug!("cannot isolate the loader's root; aya parses the kernel BTF once");
+        EbpfLoader::new()
+    });
+    loader.btf(None);
+    loader
+}
+
+/// Asks the kernel whether it accepts a fexit program on `freeze_super`, without aya (whose
+/// BTF parse costs ~18 MiB): `BPF_PROG_LOAD` of a two-instruction `BPF_PROG_TYPE_TRACING`
+/// program, `expected_attach_type = BPF_TRACE_FEXIT`, `attach_btf_id` from our index. Kernels
+/// without BPF trampolines (no ftrace direct calls) refuse it with EPERM even for root, as
+/// they refuse the real program; the probe's program is closed at once and never attached.
+pub fn probe_fexit(btf: &Btf) -> Result<(), LoadError> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FEXIT: u32 = 25;
+    /// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_btf_obj_fd`
+    /// (the kernel accepts a shorter attribute and zero-fills the rest).
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+        prog_btf_fd: u32,
+        func_info_rec_size: u32,
+        func_info: u64,
+        func_info_cnt: u32,
+        line_info_rec_size: u32,
+        line_info: u64,
+        line_info_cnt: u32,
+        attach_btf_id: u32,
+        attach_btf_obj_fd: u32,
+    }
+    // 120 bytes, no padding: every byte the kernel reads is initialised.
+    const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 120);
+    let attach_btf_id = btf.func_id("freeze_super")?;
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut name = [0u8; 16];
+    name[..11].copy_from_slice(b"probe_fexit");
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_TRACING,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: BPF_TRACE_FEXIT,
+        attach_btf_id,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: `attr` is a valid, fully initialised prefix of `union bpf_attr` whose pointers
+    // (`insns`, `license`) outlive the call; the size passed is its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+        unsafe { libc::close(fd as libc::c_int) };
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    let what = "loading a fexit program on freeze_super".to_owned();
+    Err(match err.raw_os_error() {
+        // SAFETY: geteuid has no preconditions.
+        Some(libc::EPERM) if unsafe { libc::geteuid() } == 0 => LoadError::Refused { what },
+        Some(libc::EPERM | libc::EACCES) => LoadError::PermissionDenied { what },
+        _ => LoadError::Io {
+            what: "probing fexit (BPF_PROG_LOAD)",
+            source: err,
+        },
+    })
+}
+
+/// Attaches the contention hooks: the forced ones, else tp_btf where aya's BTF was parsed
+/// anyway (falling back to the raw tracepoints), else the raw tracepoints.
 fn attach_contention(
     ebpf: &mut Ebpf,
-    aya_btf: &aya::Btf,
+    aya_btf: Option<&aya::Btf>,
     forced: Option<ContentionHook>,
 ) -> Result<ContentionHook, LoadError> {
     let tp_btf = |ebpf: &mut Ebpf| -> Result<(), LoadError> {
+        let aya_btf = aya_btf.ok_or(LoadError::KernelTooOld {
+            what: "tp_btf needs the kernel BTF parsed by aya".to_owned(),
+        })?;
         for (name, tp) in [
             ("tp_btf_contention_begin", "contention_begin"),
             ("tp_btf_contention_end", "contention_end"),
@@ -408,6 +577,7 @@ fn attach_contention(
     match forced {
         Some(ContentionHook::RawTracepoint) => raw(ebpf).map(|()| ContentionHook::RawTracepoint),
         Some(ContentionHook::TpBtf) => tp_btf(ebpf).map(|()| ContentionHook::TpBtf),
+        None if aya_btf.is_none() => raw(ebpf).map(|()| ContentionHook::RawTracepoint),
         None => match tp_btf(ebpf) {
             Ok(()) => Ok(ContentionHook::TpBtf),
             Err(e) => {
@@ -423,14 +593,23 @@ fn attach_contention(
     }
 }
 
+/// Attaches the freeze source: the forced one, else (`auto`) fexit where `fexit_probe` said
+/// the kernel accepts it, falling back to the sync_fs tracepoints, then to none.
 fn attach_freeze_source(
     ebpf: &mut Ebpf,
     arity: FexitArity,
     sync_fs: &SyncFsHooks,
-    aya_btf: &aya::Btf,
+    aya_btf: Option<&aya::Btf>,
+    fexit_probe: Result<(), LoadError>,
     forced: Option<FreezeSource>,
 ) -> Result<(FreezeSource, String), LoadError> {
     let forced_reason = || "forced by configuration".to_owned();
+    let fexit = |ebpf: &mut Ebpf, arity| match aya_btf {
+        Some(b) => attach_fexit(ebpf, arity, b),
+        None => Err(LoadError::KernelTooOld {
+            what: "fexit needs the kernel BTF parsed by aya".to_owned(),
+        }),
+    };
     match forced {
         Some(FreezeSource::IoctlTracepoints) => {
             attach_ioctl(ebpf)?;
@@ -443,7 +622,7 @@ fn attach_freeze_source(
             ))
         }
         Some(FreezeSource::Fexit) => {
-            attach_fexit(ebpf, arity, aya_btf)?;
+            fexit(ebpf, arity)?;
             Ok((FreezeSource::Fexit, forced_reason()))
         }
         Some(FreezeSource::SyncFs) => {
@@ -460,7 +639,7 @@ fn attach_freeze_source(
                 .to_owned(),
         )),
         None => {
-            let fexit_err = match attach_fexit(ebpf, arity, aya_btf) {
+            let fexit_err = match fexit_probe.and_then(|()| fexit(ebpf, arity)) {
                 Ok(()) => {
                     return Ok((
                         FreezeSource::Fexit,
@@ -740,6 +919,26 @@ mod tests {
         };
         let err = load(&opts).unwrap_err();
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+
+    /// The probe's attribute is well-formed: the running kernel either accepts the program or
+    /// refuses it for policy (EPERM), never as invalid (EINVAL would mean a wrong layout).
+    #[test]
+    fn fexit_probe_is_accepted_or_refused_for_policy_only() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("no kernel BTF: skipped");
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: skipped");
+            return;
+        }
+        match probe_fexit(&btf) {
+            Ok(()) => eprintln!("fexit accepted by this kernel"),
+            Err(LoadError::Refused { what }) => assert!(what.contains("freeze_super"), "{what}"),
+            Err(other) => panic!("unexpected probe result: {other}"),
+        }
     }
 
     #[test]

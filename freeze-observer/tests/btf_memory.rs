@@ -1,11 +1,12 @@
-//! What parsing the kernel's BTF costs in memory and time: the hand parser of
-//! `freeze_observer::btf` against aya's `Btf::parse_file`, on `/sys/kernel/btf/vmlinux`.
+//! What parsing the kernel's BTF costs in memory and time: the lean index of
+//! `freeze_observer::btf` against aya's `Btf::parse_file`, on `/sys/kernel/btf/vmlinux`, and
+//! (as root) the observer's whole `loader::load` with its default choices.
 //!
-//! Each parser runs in a fresh process (this test re-executes itself), so neither reuses the
-//! other's freed memory. Reported per parser: the peak live heap above the start (counted by
-//! this binary's allocator), the heap still held while the parsed BTF is alive, the VmHWM
-//! growth above the VmRSS at the start, and the wall time. A measurement for issue 13 and for
-//! `btf.rs`'s module doc, not a pass/fail gate: it only checks that both parsers ran.
+//! Each measurement runs in a fresh process (this test re-executes itself), so none reuses
+//! another's freed memory. Reported: the peak live heap above the start (counted by this
+//! binary's allocator), the heap still held while the result is alive, the VmHWM growth above
+//! the VmRSS at the start, and the wall time. A measurement for issue 13 and for `btf.rs`'s
+//! module doc; it checks that each ran, and that the lean index stays below 4 MiB of heap.
 //!
 //! `cargo test -p freeze-observer --test btf_memory -- --nocapture`
 
@@ -104,6 +105,15 @@ fn measure<T>(name: &str, parse: impl FnOnce() -> T) {
     );
 }
 
+/// The "heap peak N MiB" figure of a measurement line.
+fn heap_peak_mib(line: &str) -> f64 {
+    line.split("heap peak")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("heap peak in MiB")
+}
+
 #[test]
 fn btf_parse_memory() {
     let path = Path::new(VMLINUX_BTF);
@@ -124,6 +134,21 @@ fn btf_parse_memory() {
                 aya::Btf::parse_file(path, aya::Endianness::default()).expect("aya parser")
             })
         }
+        Ok("load") => {
+            return measure("loader::load (default)", || {
+                let loaded = freeze_observer::loader::load(&freeze_observer::LoadOptions {
+                    probe_frozen: false,
+                    ..freeze_observer::LoadOptions::default()
+                })
+                .expect("load");
+                println!(
+                    "(freeze source {}, writers via {})",
+                    loaded.freeze_source.as_str(),
+                    loaded.contention_hook.as_str()
+                );
+                loaded
+            })
+        }
         _ => {}
     }
     // Warm the page cache so neither child pays for the first read from disk.
@@ -132,7 +157,14 @@ fn btf_parse_memory() {
         "{VMLINUX_BTF}: {}",
         mib(std::fs::metadata(path).unwrap().len())
     );
-    for parser in ["hand", "aya"] {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let parsers: &[&str] = if root {
+        &["hand", "aya", "load"]
+    } else {
+        &["hand", "aya"]
+    };
+    for &parser in parsers {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -151,5 +183,17 @@ fn btf_parse_memory() {
             .unwrap_or_else(|| panic!("{parser} printed no measurement: {stdout}"));
         // The harness prints "test btf_parse_memory ... " before the child's own output.
         println!("{}", line.rsplit("... ").next().unwrap_or(line));
+        if let Some(choice) = stdout.lines().find(|l| l.contains("(freeze source")) {
+            println!("  {}", choice.rsplit("... ").next().unwrap_or(choice));
+            if !choice.contains("freeze source fexit") {
+                // Without fexit aya must not parse the kernel's BTF (its parse alone is 18 MiB).
+                let peak = heap_peak_mib(line);
+                assert!(peak < 8.0, "load without fexit used {peak} MiB of heap");
+            }
+        }
+        if parser == "hand" {
+            let peak = heap_peak_mib(line);
+            assert!(peak < 4.0, "the lean BTF index used {peak} MiB of heap");
+        }
     }
 }
