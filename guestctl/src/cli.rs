@@ -143,6 +143,12 @@ guest_agent_up, guestctl_scrape_duration_seconds, guestctl_scrape_errors_total,
 guestctl_ping_rtt_seconds (histogram), guestctl_ping_errors_total. A failing guest is left
 out (up 0); the exposition stays well-formed.
 
+Service discovery, for one Prometheus target per VM (its own up, labels from the targets):
+each VM is also served alone at /vm/NAME/metrics (no vm label: Prometheus adds it; 503 when
+the guest fails, so up is 0), GET /sd answers http_sd_configs, and --sd-file FILE is kept
+up to date for file_sd_configs:
+  [{\"targets\": [\"HOST:PORT\"], \"labels\": {\"vm\": \"NAME\", \"__metrics_path__\": \"/vm/NAME/metrics\"}}]
+
 Targets: --target NAME=SPEC (repeatable) and/or --targets-file F (NAME=SPEC lines, or JSON
 {\"NAME\": \"SPEC\"} / [{\"name\": .., \"target\": ..}]), reloaded on SIGHUP. SPEC is
   URI or http+URI[,ping=GRPC_URI]  GET /metrics over URI (the agent's --metrics-listen);
@@ -168,9 +174,24 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub targets_file: Option<PathBuf>,
 
-    /// Seconds allowed for each VM's fetch (and ping) per scrape.
+    /// Seconds allowed for each VM's fetch (and ping) per scrape (shortened to Prometheus'
+    /// own scrape timeout when that is shorter).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub scrape_timeout: Duration,
+
+    /// Keep FILE up to date for Prometheus' file_sd_configs: one target per VM, scraped at
+    /// /vm/NAME/metrics on this proxy (written at start and after each reload).
+    #[arg(long, value_name = "FILE")]
+    pub sd_file: Option<PathBuf>,
+
+    /// HOST:PORT Prometheus reaches this proxy at, for the targets of --sd-file and /sd.
+    /// Default: the listen address (the host name for 0.0.0.0); /sd uses the request's Host.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sd_address: Option<String>,
+
+    /// A label for every VM's service discovery target, e.g. host=$(hostname) (repeatable).
+    #[arg(long = "sd-label", value_name = "KEY=VALUE", value_parser = crate::proxy::sd::parse_label)]
+    pub sd_labels: Vec<(String, String)>,
 }
 
 /// Flags of `guestctl snapshot`.

@@ -52,6 +52,11 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
             targets: args.targets.clone(),
             targets_file: args.targets_file.clone(),
             scrape_timeout: args.scrape_timeout,
+            sd: proxy::SdOptions {
+                address: args.sd_address.clone(),
+                labels: args.sd_labels.clone(),
+                file: args.sd_file.clone(),
+            },
         })
         .await?;
         return Ok(0);

@@ -113,93 +113,112 @@ impl HostStats {
 
     /// The proxy's families for one exposition.
     pub fn families(&self) -> Vec<Family> {
-        let mut up = Vec::new();
-        let mut dur = Vec::new();
-        let mut errs = Vec::new();
-        let mut ping = Vec::new();
-        let mut ping_errs = Vec::new();
-        for (vm, s) in &self.vms {
-            let l = [("vm", vm.as_str())];
-            up.push(sample("guest_agent_up", &l, u8::from(s.up)));
-            dur.push(sample(
-                "guestctl_scrape_duration_seconds",
-                &l,
-                num(s.scrape_seconds),
-            ));
-            errs.push(sample("guestctl_scrape_errors_total", &l, s.scrape_errors));
-            for (bound, count) in PING_BUCKETS.iter().zip(&s.ping.counts) {
-                let le = num(*bound);
-                ping.push(sample(
-                    "guestctl_ping_rtt_seconds_bucket",
-                    &[("vm", vm), ("le", &le)],
-                    count,
-                ));
-            }
-            ping.push(sample(
-                "guestctl_ping_rtt_seconds_bucket",
-                &[("vm", vm), ("le", "+Inf")],
-                s.ping.count,
-            ));
-            ping.push(sample("guestctl_ping_rtt_seconds_sum", &l, num(s.ping.sum)));
-            ping.push(sample("guestctl_ping_rtt_seconds_count", &l, s.ping.count));
-            ping_errs.push(sample("guestctl_ping_errors_total", &l, s.ping_errors));
-        }
-        vec![
-            own_family(
-                "guest_agent_up",
-                MetricType::Gauge,
-                "1 when the proxy fetched the guest agent's metrics in this scrape, 0 when it failed or timed out.",
-                up,
-            ),
-            own_family(
-                "guestctl_scrape_duration_seconds",
-                MetricType::Gauge,
-                "How long the proxy's fetch of the guest's metrics took in this scrape.",
-                dur,
-            ),
-            own_family(
-                "guestctl_scrape_errors_total",
-                MetricType::Counter,
-                "Fetches of the guest's metrics that failed: connection, timeout, HTTP or RPC error, malformed exposition.",
-                errs,
-            ),
-            own_family(
-                "guestctl_ping_rtt_seconds",
-                MetricType::Histogram,
-                "Round-trip time of the guest agent's Ping RPC, measured by the proxy once per scrape.",
-                ping,
-            ),
-            own_family(
-                "guestctl_ping_errors_total",
-                MetricType::Counter,
-                "Pings of the guest agent that failed or timed out.",
-                ping_errs,
-            ),
-            own_family(
-                "guestctl_proxy_targets",
-                MetricType::Gauge,
-                "VMs the proxy is configured to scrape.",
-                vec![sample("guestctl_proxy_targets", &[], self.vms.len())],
-            ),
-            own_family(
-                "guestctl_proxy_target_reloads_total",
-                MetricType::Counter,
-                "Reloads of the targets file (SIGHUP), by result.",
-                vec![
-                    sample(
-                        "guestctl_proxy_target_reloads_total",
-                        &[("result", "success")],
-                        self.reloads_ok,
-                    ),
-                    sample(
-                        "guestctl_proxy_target_reloads_total",
-                        &[("result", "error")],
-                        self.reloads_failed,
-                    ),
-                ],
-            ),
-        ]
+        let mut fams = vm_families(self.vms.iter().map(|(k, v)| (Some(k.as_str()), v)));
+        fams.push(own_family(
+            "guestctl_proxy_targets",
+            MetricType::Gauge,
+            "VMs the proxy is configured to scrape.",
+            vec![sample("guestctl_proxy_targets", &[], self.vms.len())],
+        ));
+        fams.push(own_family(
+            "guestctl_proxy_target_reloads_total",
+            MetricType::Counter,
+            "Reloads of the targets file (SIGHUP), by result.",
+            vec![
+                sample(
+                    "guestctl_proxy_target_reloads_total",
+                    &[("result", "success")],
+                    self.reloads_ok,
+                ),
+                sample(
+                    "guestctl_proxy_target_reloads_total",
+                    &[("result", "error")],
+                    self.reloads_failed,
+                ),
+            ],
+        ));
+        fams
     }
+
+    /// The per-VM families of one VM without a `vm` label, for its own endpoint
+    /// (`/vm/NAME/metrics`, where Prometheus adds `vm` from the service discovery labels).
+    /// Empty for an unknown VM.
+    pub fn vm_only_families(&self, vm: &str) -> Vec<Family> {
+        match self.vms.get(vm) {
+            Some(s) => vm_families(std::iter::once((None, s))),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The per-VM families for `vms`; a `None` name leaves the `vm` label out.
+fn vm_families<'a>(vms: impl Iterator<Item = (Option<&'a str>, &'a VmStats)>) -> Vec<Family> {
+    let mut up = Vec::new();
+    let mut dur = Vec::new();
+    let mut errs = Vec::new();
+    let mut ping = Vec::new();
+    let mut ping_errs = Vec::new();
+    for (vm, s) in vms {
+        let l: Vec<(&str, &str)> = vm.map(|v| ("vm", v)).into_iter().collect();
+        let with_le = |le: &str| -> Vec<(String, String)> {
+            l.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(std::iter::once(("le".to_string(), le.to_string())))
+                .collect()
+        };
+        up.push(sample("guest_agent_up", &l, u8::from(s.up)));
+        dur.push(sample(
+            "guestctl_scrape_duration_seconds",
+            &l,
+            num(s.scrape_seconds),
+        ));
+        errs.push(sample("guestctl_scrape_errors_total", &l, s.scrape_errors));
+        let bucket = |le: &str, count: u64| Sample {
+            name: "guestctl_ping_rtt_seconds_bucket".to_string(),
+            labels: with_le(le),
+            value: count.to_string(),
+            timestamp: None,
+        };
+        for (bound, count) in PING_BUCKETS.iter().zip(&s.ping.counts) {
+            ping.push(bucket(&num(*bound), *count));
+        }
+        ping.push(bucket("+Inf", s.ping.count));
+        ping.push(sample("guestctl_ping_rtt_seconds_sum", &l, num(s.ping.sum)));
+        ping.push(sample("guestctl_ping_rtt_seconds_count", &l, s.ping.count));
+        ping_errs.push(sample("guestctl_ping_errors_total", &l, s.ping_errors));
+    }
+    vec![
+        own_family(
+            "guest_agent_up",
+            MetricType::Gauge,
+            "1 when the proxy fetched the guest agent's metrics in this scrape, 0 when it failed or timed out.",
+            up,
+        ),
+        own_family(
+            "guestctl_scrape_duration_seconds",
+            MetricType::Gauge,
+            "How long the proxy's fetch of the guest's metrics took in this scrape.",
+            dur,
+        ),
+        own_family(
+            "guestctl_scrape_errors_total",
+            MetricType::Counter,
+            "Fetches of the guest's metrics that failed: connection, timeout, HTTP or RPC error, malformed exposition.",
+            errs,
+        ),
+        own_family(
+            "guestctl_ping_rtt_seconds",
+            MetricType::Histogram,
+            "Round-trip time of the guest agent's Ping RPC, measured by the proxy once per scrape.",
+            ping,
+        ),
+        own_family(
+            "guestctl_ping_errors_total",
+            MetricType::Counter,
+            "Pings of the guest agent that failed or timed out.",
+            ping_errs,
+        ),
+]
 }
 
 #[cfg(test)]
@@ -245,5 +264,17 @@ mod tests {
         st.retain_vms(["b"]);
         assert_eq!(st.vms.len(), 1);
         assert_eq!(st.vms["b"].scrape_errors, 2, "kept VMs keep their counters");
+        // One VM alone, without the vm label and without the proxy-wide series.
+        let mut one = String::new();
+        for f in st.vm_only_families("b") {
+            write_family(&mut one, &f);
+        }
+        assert!(one.contains("guest_agent_up 0\n"), "{one}");
+        assert!(one.contains("guestctl_scrape_errors_total 2\n"), "{one}");
+        assert!(one.contains("guestctl_ping_rtt_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(!one.contains("vm="));
+        assert!(!one.contains("guestctl_proxy_targets"));
+        assert_eq!(parse(&one).unwrap().len(), 5);
+        assert!(st.vm_only_families("nope").is_empty());
     }
 }

@@ -97,6 +97,15 @@ impl Merger {
         conflicts
     }
 
+    /// Adds one guest's families unchanged (no `vm` label: for a VM's own endpoint, where
+    /// Prometheus adds `vm` from the service discovery labels); returns what was dropped.
+    pub fn add_guest_unlabelled(&mut self, vm: &str, families: Vec<Family>) -> Vec<Conflict> {
+        families
+            .into_iter()
+            .filter_map(|f| self.insert(vm, f).err())
+            .collect()
+    }
+
     /// Adds one of the proxy's own families (its samples already labelled).
     pub fn add_own(&mut self, family: Family) -> Result<(), Conflict> {
         self.insert("", family)

@@ -6,18 +6,23 @@
 //! families ([`merge`]) and appends its own series ([`host_metrics`]). A guest that fails is
 //! left out and shows as `guest_agent_up{vm} 0`; the exposition stays well-formed. SIGHUP
 //! reloads `--targets-file` ([`targets`]); SIGINT/SIGTERM stop the proxy.
+//!
+//! Each VM is also served alone on `/vm/NAME/metrics` (its samples without a `vm` label, 503
+//! when the guest fails), and `GET /sd` / `--sd-file` describe those paths as one Prometheus
+//! target per VM ([`sd`]), for a Prometheus that should keep each VM's own `up`.
 
 pub mod exposition;
 pub mod fetch;
 pub mod host_metrics;
 pub mod merge;
+pub mod sd;
 pub mod targets;
 
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,6 +64,15 @@ pub enum ProxyError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The service discovery file could not be written.
+    #[error("cannot write the service discovery file {path}: {source}")]
+    SdFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ProxyError {
@@ -67,7 +81,9 @@ impl ProxyError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ProxyError::Targets(_) | ProxyError::NoTargets => EXIT_USAGE,
-            ProxyError::Bind { .. } | ProxyError::Signals(_) => EXIT_AGENT_ERROR,
+            ProxyError::Bind { .. } | ProxyError::Signals(_) | ProxyError::SdFile { .. } => {
+                EXIT_AGENT_ERROR
+            }
         }
     }
 }
@@ -85,6 +101,20 @@ pub struct ProxyOptions {
     pub scrape_timeout: Duration,
     /// TLS client settings for tls+tcp:// targets.
     pub tls: Option<ClientTls>,
+    /// Service discovery output.
+    pub sd: SdOptions,
+}
+
+/// How the proxy describes its VMs to Prometheus' service discovery ([`sd`]).
+#[derive(Debug, Clone, Default)]
+pub struct SdOptions {
+    /// `HOST:PORT` Prometheus reaches the proxy at. Default: for `/sd` the request's Host
+    /// header, for the file the bound address ([`sd::default_address`]).
+    pub address: Option<String>,
+    /// Labels added to every VM's target (`--sd-label KEY=VALUE`).
+    pub labels: Vec<(String, String)>,
+    /// A `file_sd_configs` file to keep up to date.
+    pub file: Option<PathBuf>,
 }
 
 /// A target with its kept connections.
@@ -128,6 +158,8 @@ pub struct Proxy {
     tls: Option<ClientTls>,
     targets: RwLock<Arc<Vec<Arc<TargetState>>>>,
     stats: Mutex<HostStats>,
+    sd: SdOptions,
+    bound: OnceLock<SocketAddr>,
 }
 
 impl Proxy {
@@ -144,6 +176,8 @@ impl Proxy {
             tls: opts.tls.clone(),
             targets: RwLock::new(Arc::new(Vec::new())),
             stats: Mutex::new(HostStats::default()),
+            sd: opts.sd.clone(),
+            bound: OnceLock::new(),
         };
         proxy.install(targets);
         Ok(proxy)
@@ -202,6 +236,9 @@ impl Proxy {
                 let n = t.len();
                 self.install(t);
                 self.lock_stats().reloads_ok += 1;
+                if let Err(e) = self.write_sd_file() {
+                    eprintln!("guestctl proxy: {e}");
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -211,8 +248,20 @@ impl Proxy {
         }
     }
 
-    async fn scrape_one(&self, t: &TargetState) -> GuestResult {
-        let timeout = self.scrape_timeout;
+    /// The bound of each guest's fetch: `--scrape-timeout`, shortened to finish before
+    /// Prometheus gives up when its scrape timeout (`X-Prometheus-Scrape-Timeout-Seconds`)
+    /// is shorter.
+    fn fetch_timeout(&self, prometheus: Option<Duration>) -> Duration {
+        match prometheus {
+            Some(p) => {
+                let margin = Duration::from_millis(100).min(p / 4);
+                self.scrape_timeout.min(p - margin)
+            }
+            None => self.scrape_timeout,
+        }
+    }
+
+    async fn scrape_one(&self, t: &TargetState, timeout: Duration) -> GuestResult {
         let fetch = async {
             let started = Instant::now();
             let text = match (&t.target.metrics, &t.metrics_grpc) {
@@ -242,44 +291,61 @@ impl Proxy {
         }
     }
 
+    /// Records one guest's result in the stats; returns its families when it is up.
+    fn record(stats: &mut HostStats, r: GuestResult) -> Result<Vec<exposition::Family>, String> {
+        let Some(vm) = stats.vms.get_mut(&r.name) else {
+            // Removed by a reload during this scrape.
+            return Err("removed from the targets".to_string());
+        };
+        vm.scrape_seconds = r.duration.as_secs_f64();
+        match r.ping {
+            Some(Ok(rtt)) => vm.ping.observe(rtt.as_secs_f64()),
+            Some(Err(e)) => {
+                vm.ping_errors += 1;
+                tracing::debug!(vm = %r.name, error = %e, "ping failed");
+            }
+            None => {}
+        }
+        match r.metrics {
+            Ok(families) => {
+                vm.up = true;
+                Ok(families)
+            }
+            Err(e) => {
+                // Warn when a guest goes down (or is down from the start), not on
+                // every scrape while it stays down.
+                if vm.up || vm.scrape_errors == 0 {
+                    tracing::warn!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
+                } else {
+                    tracing::debug!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
+                }
+                vm.up = false;
+                vm.scrape_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
     /// Scrapes every guest concurrently and renders the merged exposition.
+    #[cfg(test)]
     pub async fn scrape(&self) -> String {
+        self.scrape_within(None).await
+    }
+
+    /// [`Proxy::scrape`] for a Prometheus whose scrape timeout is `prometheus`.
+    async fn scrape_within(&self, prometheus: Option<Duration>) -> String {
+        let timeout = self.fetch_timeout(prometheus);
         let targets = self.targets();
-        let results = futures::future::join_all(targets.iter().map(|t| self.scrape_one(t))).await;
+        let results =
+            futures::future::join_all(targets.iter().map(|t| self.scrape_one(t, timeout))).await;
         let mut merger = Merger::new();
         let mut stats = self.lock_stats();
         for r in results {
-            let Some(vm) = stats.vms.get_mut(&r.name) else {
-                // Removed by a reload during this scrape.
-                continue;
-            };
-            vm.scrape_seconds = r.duration.as_secs_f64();
-            match r.metrics {
-                Ok(families) => {
-                    vm.up = true;
-                    for c in merger.add_guest(&r.name, families) {
-                        tracing::warn!(vm = %c.vm, family = %c.family, reason = %c.reason, "family dropped");
-                    }
+            let name = r.name.clone();
+            if let Ok(families) = Self::record(&mut stats, r) {
+                for c in merger.add_guest(&name, families) {
+                    tracing::warn!(vm = %c.vm, family = %c.family, reason = %c.reason, "family dropped");
                 }
-                Err(e) => {
-                    // Warn when a guest goes down (or is down from the start), not on
-                    // every scrape while it stays down.
-                    if vm.up || vm.scrape_errors == 0 {
-                        tracing::warn!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
-                    } else {
-                        tracing::debug!(vm = %r.name, error = %e, "fetching the guest's metrics failed");
-                    }
-                    vm.up = false;
-                    vm.scrape_errors += 1;
-                }
-            }
-            match r.ping {
-                Some(Ok(rtt)) => vm.ping.observe(rtt.as_secs_f64()),
-                Some(Err(e)) => {
-                    vm.ping_errors += 1;
-                    tracing::debug!(vm = %r.name, error = %e, "ping failed");
-                }
-                None => {}
             }
         }
         for f in stats.families() {
@@ -290,8 +356,71 @@ impl Proxy {
         merger.render()
     }
 
+    /// Scrapes one VM for its own endpoint: `None` for an unknown VM, else its exposition
+    /// without `vm` labels (plus its per-VM proxy series) or why the guest failed.
+    pub async fn scrape_vm(
+        &self,
+        name: &str,
+        prometheus: Option<Duration>,
+    ) -> Option<Result<String, String>> {
+        let target = self
+            .targets()
+            .iter()
+            .find(|t| t.target.name == name)
+            .cloned()?;
+        let r = self
+            .scrape_one(&target, self.fetch_timeout(prometheus))
+            .await;
+        let mut stats = self.lock_stats();
+        let families = match Self::record(&mut stats, r) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut merger = Merger::new();
+        for c in merger.add_guest_unlabelled(name, families) {
+            tracing::warn!(vm = %c.vm, family = %c.family, reason = %c.reason, "family dropped");
+        }
+        for f in stats.vm_only_families(name) {
+            if let Err(c) = merger.add_own(f) {
+                tracing::warn!(family = %c.family, "a guest exports a family the proxy owns; the guest's was kept");
+            }
+        }
+        Some(Ok(merger.render()))
+    }
+
+    /// The service discovery JSON, with `host` (e.g. the request's Host header) as the
+    /// address unless `--sd-address` was given.
+    pub fn sd_json(&self, host: Option<&str>) -> String {
+        let address = self
+            .sd
+            .address
+            .clone()
+            .or_else(|| host.map(str::to_string))
+            .or_else(|| self.bound.get().map(|a| sd::default_address(*a)))
+            .unwrap_or_else(|| "localhost".to_string());
+        let targets = self.targets();
+        sd::targets_json(
+            &address,
+            targets.iter().map(|t| t.target.name.as_str()),
+            &self.sd.labels,
+        )
+    }
+
+    /// Writes `--sd-file`, if given.
+    fn write_sd_file(&self) -> Result<(), ProxyError> {
+        let Some(path) = &self.sd.file else {
+            return Ok(());
+        };
+        sd::write_file(path, &self.sd_json(None)).map_err(|source| ProxyError::SdFile {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
     fn index(&self) -> String {
-        let mut out = String::from("guestctl proxy: GET /metrics\n\ntargets:\n");
+        let mut out = String::from(
+            "guestctl proxy: GET /metrics (every VM), /vm/NAME/metrics (one VM), /sd (targets)\n\ntargets:\n",
+        );
         for t in self.targets().iter() {
             out.push_str(&format!("  {}\n", t.target));
         }
@@ -299,27 +428,67 @@ impl Proxy {
     }
 }
 
+/// Prometheus' scrape timeout for this request, if it sent one.
+fn prometheus_timeout(req: &http::Request<hyper::body::Incoming>) -> Option<Duration> {
+    req.headers()
+        .get("x-prometheus-scrape-timeout-seconds")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
 async fn handle(
     proxy: Arc<Proxy>,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let (status, ctype, body) = match (req.method(), req.uri().path()) {
-        (&http::Method::GET, "/metrics") => {
-            (http::StatusCode::OK, CONTENT_TYPE, proxy.scrape().await)
-        }
-        (&http::Method::GET, "/") => (
+    let path = req.uri().path();
+    let (status, ctype, body) = match (req.method(), path) {
+        (&http::Method::GET, "/metrics") => (
             http::StatusCode::OK,
-            "text/plain; charset=utf-8",
-            proxy.index(),
+            CONTENT_TYPE,
+            proxy.scrape_within(prometheus_timeout(&req)).await,
         ),
-        (&http::Method::GET, _) => (
-            http::StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found; try /metrics\n".to_string(),
-        ),
+        (&http::Method::GET, "/sd") => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            (
+                http::StatusCode::OK,
+                "application/json",
+                proxy.sd_json(host),
+            )
+        }
+        (&http::Method::GET, "/") => (http::StatusCode::OK, TEXT, proxy.index()),
+        (&http::Method::GET, p) => match sd::vm_from_path(p) {
+            Some(vm) => match proxy.scrape_vm(vm, prometheus_timeout(&req)).await {
+                Some(Ok(text)) => (http::StatusCode::OK, CONTENT_TYPE, text),
+                Some(Err(e)) => (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("VM {vm}: {e}\n"),
+                ),
+                None => (
+                    http::StatusCode::NOT_FOUND,
+                    TEXT,
+                    format!("no VM named {vm:?}\n"),
+                ),
+            },
+            None => (
+                http::StatusCode::NOT_FOUND,
+                TEXT,
+                "not found; try /metrics, /vm/NAME/metrics or /sd\n".to_string(),
+            ),
+        },
         _ => (
             http::StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
+            TEXT,
             "only GET\n".to_string(),
         ),
     };
@@ -345,6 +514,8 @@ pub async fn run(opts: ProxyOptions) -> Result<(), ProxyError> {
         addr: opts.listen,
         source,
     })?;
+    let _ = proxy.bound.set(addr);
+    proxy.write_sd_file()?;
     let mut hup = signal(SignalKind::hangup()).map_err(ProxyError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ProxyError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signals)?;
@@ -424,6 +595,7 @@ mod tests {
             targets_file: None,
             scrape_timeout: timeout,
             tls: None,
+            sd: SdOptions::default(),
         }
     }
 
@@ -501,6 +673,73 @@ mod tests {
         );
         assert!(out.contains("guestctl_proxy_target_reloads_total{result=\"error\"} 1\n"));
         assert!(out.contains("guest_agent_up{vm=\"b\"} 0\n"));
+    }
+
+    #[tokio::test]
+    async fn each_vm_alone_and_as_service_discovery_targets() {
+        let fast = fake_guest(
+            "# TYPE guest_fs_frozen gauge\nguest_fs_frozen{mountpoint=\"/a\"} 0\n",
+            Duration::ZERO,
+        )
+        .await;
+        let slow = fake_guest("guest_fs_frozen 1\n", Duration::from_secs(30)).await;
+        let targets = vec![
+            Target::new("fast", &fast).unwrap(),
+            Target::new("slow", &slow).unwrap(),
+        ];
+        let mut o = opts(targets, Duration::from_secs(5));
+        o.sd.labels = vec![("host".into(), "h1".into())];
+        let proxy = Proxy::new(&o).unwrap();
+        let one = proxy.scrape_vm("fast", None).await.unwrap().unwrap();
+        assert!(
+            one.contains("guest_fs_frozen{mountpoint=\"/a\"} 0\n"),
+            "{one}"
+        );
+        assert!(one.contains("guest_agent_up 1\n"), "{one}");
+        assert!(!one.contains("vm="), "{one}");
+        assert!(!one.contains("guestctl_proxy_targets"), "{one}");
+        exposition::parse(&one).unwrap();
+        // Prometheus' shorter scrape timeout bounds the fetch (less a margin).
+        let started = Instant::now();
+        let e = proxy
+            .scrape_vm("slow", Some(Duration::from_millis(400)))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("no answer within 300ms"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(proxy.scrape_vm("nope", None).await.is_none());
+        // The failure shows in the merged view's counters too.
+        assert_eq!(proxy.lock_stats().vms["slow"].scrape_errors, 1);
+
+        let v: serde_json::Value = serde_json::from_str(&proxy.sd_json(Some("p:9"))).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[0]["targets"][0], "p:9");
+        assert_eq!(v[0]["labels"]["vm"], "fast");
+        assert_eq!(v[0]["labels"]["__metrics_path__"], "/vm/fast/metrics");
+        assert_eq!(v[0]["labels"]["host"], "h1");
+    }
+
+    #[tokio::test]
+    async fn sd_file_follows_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("targets");
+        let sd_file = dir.path().join("sd.json");
+        std::fs::write(&file, "a=tcp://127.0.0.1:1\n").unwrap();
+        let mut o = opts(vec![], Duration::from_millis(200));
+        o.targets_file = Some(file.clone());
+        o.sd.file = Some(sd_file.clone());
+        o.sd.address = Some("10.0.0.1:9465".into());
+        let proxy = Arc::new(Proxy::new(&o).unwrap());
+        proxy.write_sd_file().unwrap();
+        let read = || -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(&sd_file).unwrap()).unwrap()
+        };
+        assert_eq!(read().as_array().unwrap().len(), 1);
+        assert_eq!(read()[0]["targets"][0], "10.0.0.1:9465");
+        std::fs::write(&file, "a=tcp://127.0.0.1:1\nb=tcp://127.0.0.1:2\n").unwrap();
+        proxy.reload().await.unwrap();
+        assert_eq!(read()[1]["labels"]["vm"], "b");
     }
 
     #[test]
