@@ -25,9 +25,12 @@ use aya_ebpf::{
 
 use crate::{counter::Counter, kernel};
 
-/// Events for userspace.
+/// Events for userspace. 128 KiB hold about 960 events (136 bytes each with the record
+/// header): freezes and thaws are rare, and the collector drains every event at each wake-up,
+/// so only that many writers blocking in the same instant could overflow it. The agent maps
+/// the data pages twice, so each KiB here is two of its resident memory (issue 13).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(128 * 1024, 0);
 
 /// Semaphores of superblocks seen being frozen, key: `&sb->s_writers.rw_sem[level - 1]`.
 #[map]

@@ -19,10 +19,17 @@ use guest_transport::ListenOptions;
 
 fn main() -> ExitCode {
     let cfg = Config::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    limit_malloc_arenas();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One async worker, as tokio picks on a 1-vCPU guest anyway: every blocking step (FIFREEZE,
+    // FITHAW, syncs, hooks, BTF) runs on the blocking pool, so the worker only shuffles
+    // messages, and a second one mostly adds cross-thread wake-ups: on 2 CPUs, Ping p50 went
+    // from ~300 to ~100 us with OTLP on (BENCHMARKS.md, Footprint). TOKIO_WORKER_THREADS
+    // still overrides it.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("guest-agent: cannot start the runtime: {e}");
@@ -90,14 +97,10 @@ async fn run(cfg: Config) -> Result<(), String> {
     let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
         .await
         .map_err(|e| format!("{e} (--ebpf required)"))?;
-    // Loading the observer parses the kernel's BTF (megabytes, freed again); glibc keeps
-    // freed heap pages mapped unless told otherwise. Measured (debug build, eBPF on): steady
-    // anonymous RSS 25.0 MiB without this, 8.4 MiB with it. musl returns them by itself.
+    // glibc keeps freed heap pages mapped unless told otherwise (start-up and each OTLP
+    // export free hundreds of KiB); musl returns them by itself.
     #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free pages of glibc's heap; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    tokio::spawn(trim_heap_periodically());
     if let Some(handle) = observer.handle() {
         telemetry::writers::watch(handle.clone());
     }
@@ -168,4 +171,27 @@ async fn on_signals(shutdown: Shutdown) {
         _ = int.recv() => tracing::info!("SIGINT"),
     }
     shutdown.trigger();
+}
+
+/// glibc gives every thread that allocates an arena of its own, up to 8 per CPU, and returns
+/// little of their freed memory; the agent's threads (runtime, blocking pool, per-filesystem
+/// freeze threads, the OTLP metric reader) allocate little and rarely at once, so two arenas
+/// serve them (measured: about 0.5 MiB less steady RSS). Not needed with musl.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns glibc's free heap pages to the kernel now and every 10 s, on the blocking pool.
+#[cfg(target_env = "gnu")]
+async fn trim_heap_periodically() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim only releases free pages of glibc's heap; it takes no pointers.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
 }
