@@ -11,6 +11,7 @@
 //! summaries, the family name plus `_bucket`, `_sum` or `_count`; otherwise it starts an
 //! untyped family of its own.
 
+#[cfg(test)]
 use std::fmt::Write as _;
 
 /// Why a guest's exposition was rejected.
@@ -151,10 +152,11 @@ pub fn escape_help(s: &str) -> String {
 }
 
 /// Escapes a label value for output.
+#[cfg(test)]
 pub fn escape_label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    let mut out = String::new();
+    push_escaped_label_value(&mut out, s);
+    out
 }
 
 /// Parses `name{labels} value [ts]`.
@@ -321,6 +323,7 @@ pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
 }
 
 /// Writes one family (HELP, TYPE, samples) in the text format.
+#[cfg(test)]
 pub fn write_family(out: &mut String, f: &Family) {
     if let Some(help) = &f.help {
         let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(help));
@@ -328,6 +331,22 @@ pub fn write_family(out: &mut String, f: &Family) {
     let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
     for s in &f.samples {
         write_sample(out, s);
+    }
+}
+
+/// Appends a label value escaped, without allocating when nothing needs escaping.
+fn push_escaped_label_value(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
     }
 }
 
@@ -340,7 +359,10 @@ pub fn write_sample(out: &mut String, s: &Sample) {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
+            out.push_str(k);
+            out.push_str("=\"");
+            push_escaped_label_value(out, v);
+            out.push('"');
         }
         out.push('}');
     }

@@ -9,17 +9,35 @@
 
 use std::collections::HashMap;
 
-use super::exposition::{write_family, Family, MetricType, Sample};
+use bytes::Bytes;
+
+use super::exposition::{write_sample, Family, MetricType, Sample};
 
 /// The label the proxy adds to every guest sample.
 pub const VM_LABEL: &str = "vm";
 /// Where a guest's own `vm` label is kept.
 pub const EXPORTED_VM_LABEL: &str = "exported_vm";
 
+/// One family of the merged exposition: its metadata and, per source (guest or the proxy),
+/// the rendered sample lines as a slice of that source's one buffer.
+#[derive(Debug)]
+struct Merged {
+    name: String,
+    help: Option<String>,
+    kind: MetricType,
+    parts: Vec<Bytes>,
+}
+
 /// Families accumulated for one exposition.
+///
+/// Memory is what the output needs and little more: each guest's samples are rendered
+/// (relabelled) into one buffer as soon as the guest is added, its parsed form is dropped,
+/// and every family keeps only slices of those buffers ([`Merger::into_chunks`] hands them
+/// to the HTTP body without copying). So the proxy holds one copy of the merged text, not
+/// the parsed guests plus the text.
 #[derive(Debug, Default)]
 pub struct Merger {
-    families: Vec<Family>,
+    families: Vec<Merged>,
     index: HashMap<String, usize>,
 }
 
@@ -55,14 +73,15 @@ impl Merger {
         Self::default()
     }
 
-    fn insert(&mut self, vm: &str, family: Family) -> Result<(), Conflict> {
+    /// The family's slot, or why the family cannot join.
+    fn slot(&mut self, source: &str, family: &Family) -> Result<usize, Conflict> {
         match self.index.get(&family.name) {
             Some(&i) => {
                 let existing = &mut self.families[i];
                 if existing.kind != family.kind {
                     return Err(Conflict {
-                        vm: vm.to_string(),
-                        family: family.name,
+                        vm: source.to_string(),
+                        family: family.name.clone(),
                         reason: format!(
                             "type {} differs from {} seen before",
                             family.kind.as_str(),
@@ -71,54 +90,106 @@ impl Merger {
                     });
                 }
                 if existing.help.is_none() {
-                    existing.help = family.help;
+                    existing.help.clone_from(&family.help);
                 }
-                existing.samples.extend(family.samples);
+                Ok(i)
             }
             None => {
                 self.index.insert(family.name.clone(), self.families.len());
-                self.families.push(family);
+                self.families.push(Merged {
+                    name: family.name.clone(),
+                    help: family.help.clone(),
+                    kind: family.kind,
+                    parts: Vec::new(),
+                });
+                Ok(self.families.len() - 1)
             }
         }
-        Ok(())
+    }
+
+    /// Renders `families` of one source into one buffer (with `vm` set on every sample when
+    /// given) and records each family's slice of it.
+    fn add(&mut self, source: &str, vm: Option<&str>, families: Vec<Family>) -> Vec<Conflict> {
+        let mut conflicts = Vec::new();
+        let mut buf = String::new();
+        let mut ranges = Vec::with_capacity(families.len());
+        for mut f in families {
+            let slot = match self.slot(source, &f) {
+                Ok(i) => i,
+                Err(c) => {
+                    conflicts.push(c);
+                    continue;
+                }
+            };
+            let start = buf.len();
+            for s in &mut f.samples {
+                if let Some(vm) = vm {
+                    relabel(s, vm);
+                }
+                write_sample(&mut buf, s);
+            }
+            if buf.len() > start {
+                ranges.push((slot, start, buf.len()));
+            }
+        }
+        buf.shrink_to_fit();
+        let all = Bytes::from(buf);
+        for (slot, start, end) in ranges {
+            self.families[slot].parts.push(all.slice(start..end));
+        }
+        conflicts
     }
 
     /// Adds a guest's families with `vm` set on every sample; returns what was dropped.
     pub fn add_guest(&mut self, vm: &str, families: Vec<Family>) -> Vec<Conflict> {
-        let mut conflicts = Vec::new();
-        for mut f in families {
-            for s in &mut f.samples {
-                relabel(s, vm);
-            }
-            if let Err(c) = self.insert(vm, f) {
-                conflicts.push(c);
-            }
-        }
-        conflicts
+        self.add(vm, Some(vm), families)
     }
 
     /// Adds one guest's families unchanged (no `vm` label: for a VM's own endpoint, where
     /// Prometheus adds `vm` from the service discovery labels); returns what was dropped.
     pub fn add_guest_unlabelled(&mut self, vm: &str, families: Vec<Family>) -> Vec<Conflict> {
-        families
-            .into_iter()
-            .filter_map(|f| self.insert(vm, f).err())
-            .collect()
+        self.add(vm, None, families)
     }
 
     /// Adds one of the proxy's own families (its samples already labelled).
     pub fn add_own(&mut self, family: Family) -> Result<(), Conflict> {
-        self.insert("", family)
+        match self.add("", None, vec![family]).pop() {
+            Some(c) => Err(c),
+            None => Ok(()),
+        }
+    }
+
+    /// The exposition as chunks, in order: each family's HELP and TYPE, then its samples
+    /// from every source. Families without samples are left out (a TYPE line alone is
+    /// legal, but noise).
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(self.families.len() * 2);
+        for f in self.families {
+            if f.parts.is_empty() {
+                continue;
+            }
+            let mut head = String::new();
+            if let Some(help) = &f.help {
+                head.push_str(&format!(
+                    "# HELP {} {}\n",
+                    f.name,
+                    super::exposition::escape_help(help)
+                ));
+            }
+            head.push_str(&format!("# TYPE {} {}\n", f.name, f.kind.as_str()));
+            out.push(Bytes::from(head));
+            out.extend(f.parts);
+        }
+        out
     }
 
     /// The exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for f in &self.families {
-            // An empty family would be a TYPE line without samples: legal, but noise.
-            if !f.samples.is_empty() {
-                write_family(&mut out, f);
-            }
+    pub fn render(self) -> String {
+        let chunks = self.into_chunks();
+        let mut out = String::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for c in chunks {
+            // Every chunk was built from a String.
+            out.push_str(std::str::from_utf8(&c).unwrap_or_default());
         }
         out
     }
@@ -196,10 +267,6 @@ mod tests {
             }],
         ))
         .unwrap();
-        let out = m.render();
-        assert!(out.ends_with(
-            "# HELP guest_agent_up 1 when the last fetch worked.\n# TYPE guest_agent_up gauge\nguest_agent_up{vm=\"a\"} 1\n"
-        ), "{out}");
         let clash = m.add_own(own_family(
             "guest_fs_frozen",
             MetricType::Counter,
@@ -207,5 +274,9 @@ mod tests {
             vec![],
         ));
         assert!(clash.is_err());
+        let out = m.render();
+        assert!(out.ends_with(
+            "# HELP guest_agent_up 1 when the last fetch worked.\n# TYPE guest_agent_up gauge\nguest_agent_up{vm=\"a\"} 1\n"
+        ), "{out}");
     }
 }

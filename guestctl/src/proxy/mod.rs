@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -329,31 +330,43 @@ impl Proxy {
     /// Scrapes every guest concurrently and renders the merged exposition.
     #[cfg(test)]
     pub async fn scrape(&self) -> String {
-        self.scrape_within(None).await
+        let chunks = self.scrape_within(None).await;
+        chunks
+            .iter()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect()
     }
 
-    /// [`Proxy::scrape`] for a Prometheus whose scrape timeout is `prometheus`.
-    async fn scrape_within(&self, prometheus: Option<Duration>) -> String {
+    /// Scrapes every guest concurrently, for a Prometheus whose scrape timeout is
+    /// `prometheus`, and returns the merged exposition as chunks.
+    ///
+    /// Each guest's result is merged as soon as it arrives (parsed, relabelled into one
+    /// buffer, the parsed form and the fetched text dropped), so the work overlaps the wait
+    /// for slow guests and memory holds about one copy of the output.
+    async fn scrape_within(&self, prometheus: Option<Duration>) -> Vec<Bytes> {
+        use futures::StreamExt as _;
         let timeout = self.fetch_timeout(prometheus);
         let targets = self.targets();
-        let results =
-            futures::future::join_all(targets.iter().map(|t| self.scrape_one(t, timeout))).await;
+        let mut pending: futures::stream::FuturesUnordered<_> = targets
+            .iter()
+            .map(|t| self.scrape_one(t, timeout))
+            .collect();
         let mut merger = Merger::new();
-        let mut stats = self.lock_stats();
-        for r in results {
+        while let Some(r) = pending.next().await {
             let name = r.name.clone();
-            if let Ok(families) = Self::record(&mut stats, r) {
+            let merged = Self::record(&mut self.lock_stats(), r);
+            if let Ok(families) = merged {
                 for c in merger.add_guest(&name, families) {
                     tracing::warn!(vm = %c.vm, family = %c.family, reason = %c.reason, "family dropped");
                 }
             }
         }
-        for f in stats.families() {
+        for f in self.lock_stats().families() {
             if let Err(c) = merger.add_own(f) {
                 tracing::warn!(family = %c.family, "a guest exports a family the proxy owns; the guest's was kept");
             }
         }
-        merger.render()
+        merger.into_chunks()
     }
 
     /// Scrapes one VM for its own endpoint: `None` for an unknown VM, else its exposition
@@ -443,17 +456,32 @@ fn prometheus_timeout(req: &http::Request<hyper::body::Incoming>) -> Option<Dura
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The response body: one buffer, or the merged exposition's chunks.
+type Body = BoxBody<Bytes, Infallible>;
+
 async fn handle(
     proxy: Arc<Proxy>,
     req: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<Full<Bytes>>, Infallible> {
+) -> Result<http::Response<Body>, Infallible> {
     let path = req.uri().path();
+    if req.method() == http::Method::GET && path == "/metrics" {
+        let chunks = proxy.scrape_within(prometheus_timeout(&req)).await;
+        let len: usize = chunks.iter().map(Bytes::len).sum();
+        let frames = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(c))),
+        );
+        let mut resp = http::Response::new(StreamBody::new(frames).boxed());
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(CONTENT_TYPE),
+        );
+        h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        return Ok(resp);
+    }
     let (status, ctype, body) = match (req.method(), path) {
-        (&http::Method::GET, "/metrics") => (
-            http::StatusCode::OK,
-            CONTENT_TYPE,
-            proxy.scrape_within(prometheus_timeout(&req)).await,
-        ),
         (&http::Method::GET, "/sd") => {
             let host = req
                 .headers()
@@ -492,7 +520,7 @@ async fn handle(
             "only GET\n".to_string(),
         ),
     };
-    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
