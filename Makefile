@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
 #   make run    build and start guest-agent with development defaults
 #   make test   set up, lint, build, and run every test (CI runs exactly this via .ci/run)
-# More: make demo | soak | bench | bench-footprint | bench-ebpf | bench-ebpf-vm | fuzz | vm-test
+# More: make demo | soak | bench | bench-footprint | bench-ebpf | bench-ebpf-vm | bench-fleet | fuzz | vm-test
 SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build lint test fuzz soak bench bench-footprint bench-ebpf bench-ebpf-vm vm-test run demo clean-scratch
+.PHONY: setup build lint test fuzz soak bench bench-footprint bench-ebpf bench-ebpf-vm bench-fleet vm-test run demo clean-scratch
 
 setup:
 	@scripts/setup.sh
@@ -61,6 +61,14 @@ bench-ebpf-vm: setup
 	for series in 6.12 6.1; do for hook in auto sync-fs; do \
 	    GUEST_AGENT_VM_SERIES=$$series FREEZE_HOOK=$$hook scripts/vm-overhead.sh || exit 1; \
 	done; done
+
+# guestctl proxy at fleet scale: 50, 200 and 500 VMs (real agents and stand-ins serving a real
+# agent's exposition), healthy and with 5 % dead / 5 % frozen / 1 % slow, merged and one target
+# per VM, scraped by a real Prometheus; writes the "Fleet scale" section of BENCHMARKS.md
+# (about 20 minutes; SECONDS_PER_RUN=120 seconds per run).
+bench-fleet: setup
+	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
+	target/release/fleet-bench --seconds $${SECONDS_PER_RUN:-120} --write
 
 vm-test: setup
 	$(CARGO) build -p guestctl
