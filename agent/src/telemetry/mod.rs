@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::TracerProvider;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use exposition::{Exposition, ExpositionError};
@@ -57,6 +57,22 @@ pub enum TelemetryError {
     /// [`install`] ran after the pipeline was already in use.
     #[error("telemetry is already installed (install must run once, before anything records)")]
     AlreadyInstalled,
+}
+
+/// Label sets kept per instrument. The SDK's default limit (2,000) makes it preallocate a
+/// 135 KiB table per instrument and reader (5.9 MiB mapped, ~1 MiB resident for the agent's
+/// two readers, issue 13); the agent's labels come from closed sets and the mounted
+/// filesystems, far fewer. Beyond the limit the SDK adds to one overflow series
+/// (`otel_metric_overflow="true"`) instead of a new one: nothing is lost, only split less.
+pub const CARDINALITY_LIMIT: usize = 256;
+
+/// The view every instrument goes through: its own name, unit and buckets, and
+/// [`CARDINALITY_LIMIT`].
+fn bounded_cardinality(_: &opentelemetry_sdk::metrics::Instrument) -> Option<Stream> {
+    Stream::builder()
+        .with_cardinality_limit(CARDINALITY_LIMIT)
+        .build()
+        .ok()
 }
 
 /// The process's telemetry pipeline.
@@ -87,6 +103,7 @@ impl Telemetry {
         let (exposition, prom_reader) = Exposition::new()?;
         let mut meters = SdkMeterProvider::builder()
             .with_resource(otel::resource())
+            .with_view(bounded_cardinality)
             .with_reader(prom_reader);
         let tracer_provider = match (otlp, runtime) {
             (Some(cfg), Some(rt)) => {
