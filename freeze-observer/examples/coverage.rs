@@ -65,14 +65,16 @@ impl Frozen<'_> {
     fn by_tool<'a>(mountpoint: &'a Path, tool: &str) -> (Frozen<'a>, u32) {
         // The guard exists before the tool runs, so even a failed run is thawed.
         let guard = Frozen(mountpoint);
+        // util-linux and busybox (a test VM's) fsfreeze both take the long option.
+        let flag = if tool == "fsfreeze" { "--freeze" } else { "-f" };
         let child = Command::new(tool)
-            .arg("-f")
+            .arg(flag)
             .arg(mountpoint)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
         let pid = child.id();
         let out = child.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{tool} -f failed");
+        assert!(out.status.success(), "{tool} {flag} failed");
         (guard, pid)
     }
 
@@ -90,7 +92,7 @@ impl Frozen<'_> {
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
         let ok = Command::new("fsfreeze")
-            .arg("-u")
+            .arg("--unfreeze")
             .arg(self.0)
             .status()
             .is_ok_and(|s| s.success());
