@@ -742,7 +742,10 @@ fn attach_sync_fs(ebpf: &mut Ebpf, hooks: &SyncFsHooks) -> Result<Vec<&'static s
         (false, _) => Ok(covered),
         (true, Some(e)) => Err(e),
         (true, None) => Err(LoadError::KernelTooOld {
-            what: "no ext4_sync_fs, xfs_fs_sync_fs or btrfs_sync_fs tracepoint".to_owned(),
+            what: "no ext4_sync_fs, xfs_fs_sync_fs or btrfs_sync_fs tracepoint in vmlinux BTF \
+                   (the sync-fs hook needs those filesystems built into the kernel; as modules \
+                   their tracepoints are in module BTF, not read yet)"
+                .to_owned(),
         }),
     }
 }
