@@ -32,6 +32,7 @@ if [[ -x "$here/setup-vm.sh" ]]; then
 fi
 "$here/setup-clients-go.sh"   # Debian's Go gRPC + protoc plugins for the Go conformance client
 "$here/setup-clients-python.sh"   # venv with pinned grpcio packages for the Python conformance client
+"$here/setup-otel-collector.sh"   # Rotel (PyPI), the OpenTelemetry collector of the OTLP relay test
 
 # cargo-fuzz and the nightly's rust-src for the bounded fuzz run in `make test`.
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -133,6 +133,58 @@ pub enum Command {
     /// Serve one Prometheus /metrics on the host for many VMs (no --connect needed).
     #[command(long_about = PROXY_ABOUT)]
     Proxy(ProxyArgs),
+    /// Relay the guests' OTLP exports to a collector, adding vm="NAME" (no --connect needed).
+    #[command(long_about = RELAY_ABOUT)]
+    OtlpRelay(RelayArgs),
+}
+
+const RELAY_ABOUT: &str = "\
+Relays guest agents' OTLP/gRPC exports (traces, metrics, logs) to an OpenTelemetry Collector,
+adding the resource attribute vm=\"NAME\" (replacing any the guest set) and each --attribute.
+The collector's answer goes back to the guest; a missing or slow collector fails the export
+within --timeout, and the agent drops and counts that batch.
+
+Where the exports arrive, per VM:
+  --vm NAME=unix:///run/fc/vm1.sock_4317  Firecracker / Cloud Hypervisor: the unix socket the VMM
+                                         opens for guest connections to host port 4317
+                                         (agent: --otlp-endpoint vsock://2:4317)
+  --vm NAME=tcp://127.0.0.1:PORT          a TCP port (tests, or a VMM that forwards to TCP)
+  --vsock-port 4317 --vm-cid NAME=CID     QEMU vhost-vsock: one AF_VSOCK port, VMs told apart
+                                         by CID (others are refused)
+--vms-file FILE holds more NAME=LISTEN_URI lines; SIGHUP re-reads it (VMs come and go).
+
+The first line on stdout says how many VMs are relayed.";
+
+/// Flags of `guestctl otlp-relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// A VM and where its agent's exports arrive: NAME=LISTEN_URI (unix:// or tcp://; repeatable).
+    #[arg(long = "vm", value_name = "NAME=URI")]
+    pub vms: Vec<crate::relay::RelayVm>,
+
+    /// File of NAME=LISTEN_URI lines (# comments), re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub vms_file: Option<PathBuf>,
+
+    /// AF_VSOCK port for vhost-vsock guests (with --vm-cid).
+    #[arg(long, value_name = "PORT")]
+    pub vsock_port: Option<u32>,
+
+    /// A vhost-vsock VM by CID: NAME=CID (repeatable; with --vsock-port).
+    #[arg(long = "vm-cid", value_name = "NAME=CID", value_parser = crate::relay::parse_vm_cid)]
+    pub vm_cids: Vec<(String, u32)>,
+
+    /// The collector's OTLP/gRPC endpoint, http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
+
+    /// A resource attribute for every export, e.g. host.name=$(hostname) (repeatable).
+    #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = crate::relay::parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+
+    /// Seconds each forwarded export may take, connecting included.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
 }
 
 const PROXY_ABOUT: &str = "\

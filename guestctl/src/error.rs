@@ -13,6 +13,7 @@ use crate::exit_code::{EXIT_AGENT_ERROR, EXIT_CONNECT, EXIT_TIMEOUT, EXIT_USAGE}
 use crate::grpc_code::code_name;
 use crate::init_spec::InitSpecError;
 use crate::proxy::ProxyError;
+use crate::relay::RelayError;
 
 /// Everything that can make a guestctl command fail.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,9 @@ pub enum CtlError {
     /// The metrics proxy could not start.
     #[error("proxy: {0}")]
     Proxy(#[from] ProxyError),
+    /// `guestctl otlp-relay` could not run.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     /// Writing the output failed (e.g. closed stdout).
     #[error("writing output failed: {0}")]
     Output(#[from] std::io::Error),
@@ -112,6 +116,7 @@ impl CtlError {
             CtlError::InitSpec(_) | CtlError::MissingConnect | CtlError::Tls(_) => EXIT_USAGE,
             CtlError::Output(_) => EXIT_AGENT_ERROR,
             CtlError::Proxy(e) => e.exit_code(),
+            CtlError::Relay(e) => e.exit_code(),
         })
     }
 }

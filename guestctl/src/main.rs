@@ -11,6 +11,7 @@ mod grpc_code;
 mod init_spec;
 mod output;
 mod proxy;
+mod relay;
 mod snapshot;
 
 use std::process::ExitCode;

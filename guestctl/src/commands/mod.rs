@@ -61,6 +61,19 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         .await?;
         return Ok(0);
     }
+    if let Command::OtlpRelay(args) = &cli.command {
+        crate::relay::run(crate::relay::RelayOptions {
+            vms: args.vms.clone(),
+            vms_file: args.vms_file.clone(),
+            vsock_port: args.vsock_port,
+            vm_cids: args.vm_cids.clone(),
+            upstream: args.upstream.clone(),
+            attributes: args.attributes.clone(),
+            timeout: args.timeout,
+        })
+        .await?;
+        return Ok(0);
+    }
     let connect = cli.connect.clone().ok_or(CtlError::MissingConnect)?;
     let command = match cli.command {
         Command::Snapshot(args) => {
@@ -96,7 +109,7 @@ pub async fn run(cli: Cli) -> Result<u8, CtlError> {
         Command::Thaw => freeze::thaw(&mut ctx).await,
         Command::Status => freeze::status(&mut ctx).await,
         Command::Shutdown => shutdown::run(&mut ctx).await,
-        Command::Snapshot(_) | Command::Proxy(_) => Ok(()),
+        Command::Snapshot(_) | Command::Proxy(_) | Command::OtlpRelay(_) => Ok(()),
     }
     .map_err(|e| tls_hint(&connect, e))?;
     Ok(0)

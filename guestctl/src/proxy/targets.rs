@@ -94,7 +94,8 @@ pub enum TargetError {
     },
 }
 
-fn valid_name(s: &str) -> bool {
+/// True for a usable VM name: letters, digits, '.', '_', '-' and ':', 1 to 128 characters.
+pub fn valid_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
