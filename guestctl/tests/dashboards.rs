@@ -1,6 +1,7 @@
 //! The dashboards/ directory: `promtool check rules` and `promtool test rules` (a unit test
 //! for every alert, firing and quiet), the Grafana dashboard's structure (provisionable as
-//! is: a datasource variable used by every panel, vm and mountpoint variables), and every
+//! is: a datasource variable used by every panel, host, vm and mountpoint variables; a Fleet
+//! row of recording rules and collapsed per-VM rows), and every
 //! expression checked by `promtool` for syntax. That each expression returns data from real
 //! agents is tests/prometheus.rs.
 
@@ -32,10 +33,11 @@ fn promtool(args: &[&str], cwd: &std::path::Path) -> String {
 fn promtool_checks_and_unit_tests_the_rules() {
     let dir = dashboards_dir().join("prometheus");
     let out = promtool(&["check", "rules", "rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
     let out = promtool(&["test", "rules", "rules.test.yml"], &dir);
     assert!(out.contains("SUCCESS"), "{out}");
     promtool(&["check", "config", "prometheus.example.yml"], &dir);
+    promtool(&["check", "config", "prometheus.sd.example.yml"], &dir);
 }
 
 #[test]
@@ -84,7 +86,7 @@ fn dashboard_is_provisionable_with_its_variables() {
     };
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
-    for n in ["vm", "mountpoint"] {
+    for n in ["host", "vm", "mountpoint"] {
         assert_eq!(var(n)["type"], "query");
         assert_eq!(var(n)["includeAll"], true);
         assert_eq!(var(n)["allValue"], ".*");
@@ -102,8 +104,14 @@ fn dashboard_is_provisionable_with_its_variables() {
         for t in targets {
             let e = t["expr"].as_str().unwrap();
             assert!(
-                e.contains("vm=~\"$vm\""),
-                "{}: every query filters by $vm: {e}",
+                e.contains("host=~\"$host\""),
+                "{}: every query filters by $host: {e}",
+                p["title"]
+            );
+            // Per-host recording rules have no vm label; everything else filters by $vm.
+            assert!(
+                e.contains("vm=~\"$vm\"") || e.contains("host:"),
+                "{}: every per-VM query filters by $vm: {e}",
                 p["title"]
             );
             assert_eq!(t["datasource"]["uid"], "${datasource}");
@@ -122,6 +130,12 @@ fn dashboard_is_provisionable_with_its_variables() {
         "Agent up",
         "eBPF observer",
         "RPC error rate",
+        // Fleet size (issue 15): top-k and per-host panels over recording rules.
+        "VMs up",
+        "VMs down",
+        "Slowest freezes: top 10 VMs by p99",
+        "Most stalled writers: top 10 VMs",
+        "Longest writer stalls: top 10 VMs by p99",
     ] {
         assert!(
             titles.iter().any(|t| t == want),
@@ -137,6 +151,27 @@ fn dashboard_is_provisionable_with_its_variables() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n);
+    // At fleet size the landing view is the Fleet row, which reads recording rules only;
+    // the per-VM rows are collapsed, so they query nothing until opened.
+    let top: Vec<&serde_json::Value> = d["panels"].as_array().unwrap().iter().collect();
+    assert_eq!(top[0]["title"], "Fleet");
+    for p in top.iter().filter(|p| p["type"] != "row") {
+        for t in p["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            assert!(
+                e.contains("host:") || e.contains("vm:") || e.contains("vm_level:"),
+                "{}: a Fleet panel reads recording rules: {e}",
+                p["title"]
+            );
+        }
+    }
+    for r in top
+        .iter()
+        .filter(|p| p["type"] == "row" && p["title"] != "Fleet")
+    {
+        assert_eq!(r["collapsed"], true, "row {}", r["title"]);
+        assert!(!r["panels"].as_array().unwrap().is_empty());
+    }
 }
 
 #[test]

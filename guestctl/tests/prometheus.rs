@@ -181,7 +181,7 @@ fn start_prometheus(dir: &Path, proxy_port: u16) -> (Proc, u16) {
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: guest-agents\n    static_configs:\n      - targets: ['127.0.0.1:{proxy_port}']\n",
+             scrape_configs:\n  - job_name: guest-agents\n    static_configs:\n      - targets: ['127.0.0.1:{proxy_port}']\n        labels: {{host: test-host}}\n",
             rules.display()
         ),
     )

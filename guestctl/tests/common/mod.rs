@@ -145,11 +145,13 @@ pub fn parse_rule_exprs(text: &str) -> Vec<Expr> {
     out
 }
 
-/// Replaces Grafana's variables: `$vm`/`$mountpoint` by `.+` (every value, like the
+/// Replaces Grafana's variables: `$host`/`$vm`/`$mountpoint` by `.+` (every value, like the
 /// dashboard's All, but the label must exist, so a misspelt label name in a matcher selects
 /// nothing), the interval macros by fixed durations.
 pub fn substitute(expr: &str) -> String {
-    expr.replace("${vm}", ".+")
+    expr.replace("${host}", ".+")
+        .replace("$host", ".+")
+        .replace("${vm}", ".+")
         .replace("$vm", ".+")
         .replace("${mountpoint}", ".+")
         .replace("$mountpoint", ".+")
