@@ -149,6 +149,15 @@ pub fn render(results: &[Outcome], args: &Args) -> String {
             mib(agent)
         );
     }
+    let _ = writeln!(
+        out,
+        "\nHow to read it: the merged scrape waits for the slowest VM up to the per-VM bound \
+         (`--scrape-timeout`, shortened to Prometheus' own timeout when that is shorter), so \
+         faults add that bound whatever their number, and the healthy VMs are merged while the \
+         faulty ones are awaited. As per-VM targets, each faulty VM costs only its own target. \
+         CPU per 1,000 samples includes the per-connection cost, so targets with few samples \
+         (idle real agents) cost more per sample."
+    );
     // Verdicts at the largest N, merged.
     let largest = results.iter().map(|o| o.scenario.n).max().unwrap_or(0);
     let smallest = results.iter().map(|o| o.scenario.n).min().unwrap_or(0);
