@@ -70,6 +70,9 @@ pub enum RelayError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// A VM's listener could not be opened at start.
+    #[error("cannot listen for VM {0}")]
+    Bind(String),
 }
 
 impl RelayError {
@@ -77,7 +80,9 @@ impl RelayError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RelayError::Usage(_) => EXIT_USAGE,
-            RelayError::Listen(_) | RelayError::Signals(_) => EXIT_AGENT_ERROR,
+            RelayError::Listen(_) | RelayError::Signals(_) | RelayError::Bind(_) => {
+                EXIT_AGENT_ERROR
+            }
         }
     }
 }
@@ -374,13 +379,20 @@ impl Listeners {
     async fn sync(&mut self, vms: &[RelayVm]) -> Vec<String> {
         let wanted: HashMap<&str, &ListenUri> =
             vms.iter().map(|v| (v.name.as_str(), &v.listen)).collect();
-        self.running.retain(|name, (uri, task)| {
-            let keep = wanted.get(name.as_str()) == Some(&&*uri);
-            if !keep {
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, (uri, _))| wanted.get(name.as_str()) != Some(&uri))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some((_, task)) = self.running.remove(&name) {
                 task.abort();
+                // Wait until its listener is closed (and its socket file removed), so a new
+                // VM may bind the same path right away.
+                let _ = task.await;
             }
-            keep
-        });
+        }
         let mut errors = Vec::new();
         for vm in vms {
             if self.running.contains_key(&vm.name) {
@@ -465,7 +477,7 @@ pub async fn run(opts: RelayOptions) -> Result<(), RelayError> {
         running: HashMap::new(),
     };
     if let Some(e) = listeners.sync(&vms).await.into_iter().next() {
-        return Err(RelayError::Usage(format!("cannot listen for VM {e}")));
+        return Err(RelayError::Bind(e));
     }
     let mut hup = signal(SignalKind::hangup()).map_err(RelayError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RelayError::Signals)?;

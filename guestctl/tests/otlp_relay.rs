@@ -297,3 +297,35 @@ async fn guest_spans_and_metrics_reach_a_real_collector_with_the_vm_attribute() 
     drop(agents);
     sink_task.abort();
 }
+
+#[test]
+fn missing_or_bad_vms_are_usage_errors() {
+    let run = |args: &[&str]| {
+        Command::new(support::guestctl_bin())
+            .arg("otlp-relay")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--upstream", "http://127.0.0.1:4317"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no VMs"));
+    let o = run(&[
+        "--upstream",
+        "http://127.0.0.1:4317",
+        "--vm",
+        "a=vsock://-1:4317",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--vm-cid"));
+    let o = run(&["--upstream", "ftp://x", "--vm", "a=tcp://127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&[
+        "--upstream",
+        "http://127.0.0.1:4317",
+        "--vms-file",
+        "/nonexistent/relay-vms",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/relay-vms"));
+}
