@@ -784,7 +784,11 @@ fn ebpf_hooks_in_a_guest() {
         )
         .unwrap_or_else(|e| panic!("coverage count in the {series} guest: {e}"));
     println!("--- freeze coverage in the {series} guest ({release:?}) ---\n{coverage}");
-    let source = if hook == "auto" { "fexit" } else { hook.as_str() };
+    let source = if hook == "auto" {
+        "fexit"
+    } else {
+        hook.as_str()
+    };
     let source = source.replace('-', "_");
     assert!(overhead.contains(&format!("hooks: {source}")), "{overhead}");
     assert!(
