@@ -35,15 +35,15 @@ soak: setup
 # Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze, then the footprint (memory, Ping
 # latency, start-up, binary size) against qemu-guest-agent; writes both sections of BENCHMARKS.md.
 bench: setup
-	$(CARGO) build --release -p guest-agent -p freeze-bench
-	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
+	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
+	$(CARGO) build --profile guest --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench
 	target/release/freeze-bench --footprint
 
 # Only the footprint section.
 bench-footprint: setup
-	$(CARGO) build --release -p guest-agent -p freeze-bench
-	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
+	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
+	$(CARGO) build --profile guest --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench --footprint
 
 # eBPF observer on this kernel: overhead and freeze coverage (loop filesystems it makes) of

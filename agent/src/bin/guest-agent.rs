@@ -23,9 +23,8 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One async worker, as tokio picks on a 1-vCPU guest anyway: every blocking step (FIFREEZE,
     // FITHAW, syncs, hooks, BTF) runs on the blocking pool, so the worker only shuffles
-    // messages, and a second one mostly adds cross-thread wake-ups: on 2 CPUs, Ping p50 went
-    // from ~300 to ~100 us with OTLP on (BENCHMARKS.md, Footprint). TOKIO_WORKER_THREADS
-    // still overrides it.
+    // messages, and a second one mostly adds a thread and cross-thread wake-ups (BENCHMARKS.md,
+    // Footprint: Ping no slower, one thread less). TOKIO_WORKER_THREADS still overrides it.
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         builder.worker_threads(1);
     }

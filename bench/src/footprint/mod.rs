@@ -76,12 +76,17 @@ pub struct FootprintPlan {
     pub image_mib: u64,
     /// The release agent (glibc).
     pub agent: PathBuf,
-    /// The static musl release agent, measured too when it exists.
+    /// The static musl agent as shipped into guests (`--profile guest`), measured too when
+    /// it exists.
     pub musl_agent: PathBuf,
+    /// The static musl agent with the plain release profile, sized when it exists.
+    pub musl_release_agent: PathBuf,
     /// The VM suite's static musl agent (tests/vm/build-guest.sh: a debug build), sized only.
     pub vm_agent: PathBuf,
     /// qemu-ga.
     pub qemu_ga: PathBuf,
+    /// guestctl (release), for `guestctl ping --count N` against the agent, if it exists.
+    pub guestctl: PathBuf,
     /// Where to write the section, if anywhere.
     pub output: Option<PathBuf>,
 }
@@ -93,8 +98,9 @@ impl FootprintPlan {
             "Workload per process: {} Pings (one every {} ms), {} Quiesce/Thaw cycles of one \
              loop-mounted ext4 filesystem, {} `/metrics` scrapes (agents with metrics on), \
              then {} freezes of {} loop filesystems with a writer blocked on each, {} Pings \
-             during each; memory is read at the end, after the agent's first OTLP metric \
-             export where OTLP is on. Start-up: {} cold and {} warm starts per binary.",
+             during each; the steady-state memory is read after the agent's first OTLP \
+             metric export (where OTLP is on) and 11 s idle (the agent trims its heap every \
+             10 s). Start-up: {} cold and {} warm starts per binary.",
             self.pings,
             PING_INTERVAL.as_millis(),
             self.cycles,
@@ -207,6 +213,10 @@ pub struct ProcessRun {
     pub steps: Vec<(&'static str, ProcStatus)>,
     /// Idle Ping round trips.
     pub ping_idle: Vec<Duration>,
+    /// `guestctl ping --count N` round trips (one connection, connecting not included).
+    pub guestctl_pings: Vec<Duration>,
+    /// Whole `guestctl ping` runs: process start, connect, one Ping, exit.
+    pub guestctl_oneshot: Vec<Duration>,
     /// Ping round trips while the K filesystems were frozen with writers blocked.
     pub ping_frozen: Vec<Duration>,
     /// Fewest writers seen blocked (D state) in any freeze of that phase, and K.
@@ -368,7 +378,7 @@ pub fn run(
             plan,
             &rig,
             &plan.musl_agent,
-            "agent (static musl)",
+            "agent (static musl, guest profile)",
             &receiver,
             stop,
         )?);
@@ -393,7 +403,7 @@ pub fn run(
             plan,
             &rig,
             &plan.musl_agent,
-            "agent (static musl)",
+            "agent (static musl, guest profile)",
             AgentConfig::FULL,
             true,
             &receiver,
@@ -401,8 +411,8 @@ pub fn run(
         )?);
     } else {
         results.notes.push(format!(
-            "{} not found: the static musl agent was not measured (`cargo build --release \
-             --target x86_64-unknown-linux-musl -p guest-agent`).",
+            "{} not found: the static musl agent was not measured (`cargo build --profile \
+             guest --target x86_64-unknown-linux-musl -p guest-agent`).",
             plan.musl_agent.display()
         ));
     }
@@ -426,7 +436,11 @@ pub fn run(
     let dir = rig.scratch.root.clone();
     for (label, path) in [
         ("agent, release (glibc, dynamic)", &plan.agent),
-        ("agent, static musl, release", &plan.musl_agent),
+        ("agent, static musl, release", &plan.musl_release_agent),
+        (
+            "agent, static musl, guest profile (opt-level s, fat LTO, 1 codegen unit)",
+            &plan.musl_agent,
+        ),
         (
             "agent, static musl, as tests/vm/build-guest.sh builds it (debug)",
             &plan.vm_agent,
@@ -598,6 +612,9 @@ fn run_agent(
         });
     }
     workload(plan, rig, &mut agent, pid, &mut run, stop)?;
+    if frozen && plan.guestctl.exists() {
+        guestctl_pings(plan, &socket, &mut run)?;
+    }
     if cfg.metrics {
         check_stop(stop)?;
         let path = metrics_socket(&socket);
@@ -622,9 +639,82 @@ fn run_agent(
         run.otlp = Some(receiver.counts().since(&before));
         run.record("first OTLP metric export", pid);
     }
+    settle(stop)?;
     run.cpu = agent.cpu_time();
-    run.record("end", pid);
+    run.record("end (idle 11 s)", pid);
+    keep_smaps(pid, label);
     Ok(run)
+}
+
+/// Idle time before the steady-state reading: longer than the agent's 10 s heap-trim
+/// interval, so memory freed by the workload (and by the last OTLP export) is returned to
+/// the kernel as it would be on an idle guest.
+const SETTLE: Duration = Duration::from_secs(11);
+
+fn settle(stop: &AtomicBool) -> Result<(), BenchError> {
+    let end = Instant::now() + SETTLE;
+    while Instant::now() < end {
+        check_stop(stop)?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Environment variable naming a directory: the footprint run copies each measured process's
+/// `/proc/PID/smaps` there at the end (where memory goes, mapping by mapping).
+pub const SMAPS_ENV: &str = "FREEZE_BENCH_SMAPS";
+
+fn keep_smaps(pid: Option<u32>, label: &str) {
+    let (Some(pid), Some(dir)) = (pid, std::env::var_os(SMAPS_ENV)) else {
+        return;
+    };
+    let name: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let to = Path::new(&dir).join(format!("{name}.smaps"));
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(format!("/proc/{pid}/smaps"), &to))
+    {
+        eprintln!("copying the smaps of {label} to {}: {e}", to.display());
+    }
+}
+
+/// `guestctl ping`: `pings` round trips on one connection (paced like the others), then 20
+/// whole runs of one Ping each (start, connect, Ping, exit).
+fn guestctl_pings(
+    plan: &FootprintPlan,
+    socket: &Path,
+    run: &mut ProcessRun,
+) -> Result<(), BenchError> {
+    let connect = format!("unix://{}", socket.display());
+    let out = crate::scratch::run(
+        std::process::Command::new(&plan.guestctl)
+            .args(["--connect", &connect, "ping", "--json", "--count"])
+            .arg(plan.pings.to_string())
+            .args(["--interval-ms", &PING_INTERVAL.as_millis().to_string()]),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .map_err(|e| BenchError::contender("guestctl", format!("ping --json: {e}: {out}")))?;
+    run.guestctl_pings = v["rtt_ms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    for _ in 0..20 {
+        let t = Instant::now();
+        crate::scratch::run(std::process::Command::new(&plan.guestctl).args([
+            "--connect",
+            &connect,
+            "ping",
+        ]))?;
+        run.guestctl_oneshot.push(t.elapsed());
+    }
+    Ok(())
 }
 
 /// qemu-ga through the same Pings and freezes.
@@ -638,8 +728,10 @@ fn run_qga(plan: &FootprintPlan, rig: &Rig, stop: &AtomicBool) -> Result<Process
     workload(plan, rig, &mut qga, pid, &mut run, stop)?;
     frozen_pings(plan, rig, &mut qga, &mut run, stop)?;
     run.record("frozen Pings", pid);
+    settle(stop)?;
     run.cpu = qga.cpu_time();
-    run.record("end", pid);
+    run.record("end (idle 11 s)", pid);
+    keep_smaps(pid, "qemu-ga");
     Ok(run)
 }
 

@@ -86,50 +86,66 @@ fn status_cells(s: Option<ProcStatus>) -> String {
 }
 
 fn targets(out: &mut String, r: &FootprintResults) {
-    let Some(agent) = r.runs.first() else {
+    let agents: Vec<&ProcessRun> = r
+        .runs
+        .iter()
+        .filter(|run| run.label.starts_with("agent"))
+        .collect();
+    if agents.is_empty() {
         return;
-    };
-    let _ = writeln!(out, "### Targets (issue 13), agent as a user runs it\n");
-    let _ = writeln!(out, "| target | measured | goal | |\n|---|---|---|---|");
-    if let Some(end) = agent.end() {
-        let rss = end.rss_kib as f64 / 1024.0;
-        let hwm = end.hwm_kib as f64 / 1024.0;
-        let _ = writeln!(
-            out,
-            "| steady RSS after the workload | {rss:.1} MiB | ≤ {RSS_TARGET_MIB} MiB | {} |",
-            verdict(rss <= RSS_TARGET_MIB)
-        );
-        let _ = writeln!(
-            out,
-            "| peak RSS (VmHWM) | {hwm:.1} MiB | ≤ {HWM_TARGET_MIB} MiB | {} |",
-            verdict(hwm <= HWM_TARGET_MIB)
-        );
     }
-    for (what, samples) in [
-        ("Ping idle", &agent.ping_idle),
-        (
-            "Ping, filesystems frozen, writers blocked",
-            &agent.ping_frozen,
-        ),
-    ] {
-        if let Some(s) = Summary::of(samples) {
+    let _ = writeln!(out, "### Targets (issue 13), agent as a user runs it\n");
+    let _ = writeln!(
+        out,
+        "| target | agent | measured | goal | |\n|---|---|---|---|---|"
+    );
+    for agent in &agents {
+        if let Some(end) = agent.end() {
+            let rss = end.rss_kib as f64 / 1024.0;
+            let hwm = end.hwm_kib as f64 / 1024.0;
             let _ = writeln!(
                 out,
-                "| {what}, p50 / p99 | {} / {} | ≤ {} / ≤ {} | {} |",
-                us(s.p50),
-                us(s.p99),
-                us(PING_P50_TARGET),
-                us(PING_P99_TARGET),
-                verdict(s.p50 <= PING_P50_TARGET && s.p99 <= PING_P99_TARGET)
+                "| steady RSS after the workload | {} | {rss:.1} MiB | ≤ {RSS_TARGET_MIB} MiB | {} |",
+                agent.label,
+                verdict(rss <= RSS_TARGET_MIB)
+            );
+            let _ = writeln!(
+                out,
+                "| peak RSS (VmHWM) | {} | {hwm:.1} MiB | ≤ {HWM_TARGET_MIB} MiB | {} |",
+                agent.label,
+                verdict(hwm <= HWM_TARGET_MIB)
             );
         }
     }
-    if let Some(ready) = r.ready.first() {
+    for agent in &agents {
+        for (what, samples) in [
+            ("Ping idle", &agent.ping_idle),
+            (
+                "Ping, filesystems frozen, writers blocked",
+                &agent.ping_frozen,
+            ),
+        ] {
+            if let Some(s) = Summary::of(samples) {
+                let _ = writeln!(
+                    out,
+                    "| {what}, p50 / p99 | {} | {} / {} | ≤ {} / ≤ {} | {} |",
+                    agent.label,
+                    us(s.p50),
+                    us(s.p99),
+                    us(PING_P50_TARGET),
+                    us(PING_P99_TARGET),
+                    verdict(s.p50 <= PING_P50_TARGET && s.p99 <= PING_P99_TARGET)
+                );
+            }
+        }
+    }
+    for ready in r.ready.iter().filter(|t| t.label.starts_with("agent")) {
         let worst = ready.cold.iter().chain(&ready.warm).max().copied();
         if let Some(w) = worst {
             let _ = writeln!(
                 out,
-                "| ready (listening, eBPF attached), slowest cold or warm start | {} ms | ≤ {} ms | {} |",
+                "| ready (listening, eBPF attached), slowest cold or warm start | {} | {} ms | ≤ {} ms | {} |",
+                ready.label,
                 ms(w),
                 READY_TARGET.as_millis(),
                 verdict(w <= READY_TARGET)
@@ -267,6 +283,18 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
         );
     }
     out.push('\n');
+    for run in r.runs.iter().filter(|run| !run.guestctl_pings.is_empty()) {
+        let _ = writeln!(
+            out,
+            "`guestctl ping --count {n} --interval-ms 4` against `{}` (one connection; \
+             connecting not included): {}. A whole `guestctl ping` (process start, connect, \
+             one Ping, exit): {}.\n",
+            run.label,
+            lat(&run.guestctl_pings),
+            lat_ms(&run.guestctl_oneshot),
+            n = run.guestctl_pings.len(),
+        );
+    }
     let _ = writeln!(out, "### Start-up\n");
     let _ = writeln!(
         out,
@@ -378,19 +406,27 @@ mod tests {
         let text = render(&r, &FootprintInfo::default());
         assert!(text.starts_with(SECTION));
         assert!(
-            text.contains("| steady RSS after the workload | 10.0 MiB | ≤ 12 MiB | met |"),
+            text.contains("| steady RSS after the workload | agent | 10.0 MiB | ≤ 12 MiB | met |"),
             "{text}"
         );
         assert!(
-            text.contains("| peak RSS (VmHWM) | 20.0 MiB | ≤ 16 MiB | **not met** |"),
+            text.contains("| peak RSS (VmHWM) | agent | 20.0 MiB | ≤ 16 MiB | **not met** |"),
             "{text}"
         );
         assert!(
-            text.contains("| Ping idle, p50 / p99 | 50 µs / 50 µs |"),
+            text.contains("| Ping idle, p50 / p99 | agent | 50 µs / 50 µs |"),
             "{text}"
         );
-        assert!(text.contains("frozen, writers blocked, p50 / p99 | 300 µs / 300 µs | ≤ 60 µs / ≤ 250 µs | **not met**"), "{text}");
-        assert!(text.contains("| 40.0 ms | ≤ 150 ms | met |"), "{text}");
+        assert!(
+            text.contains(
+                "frozen, writers blocked, p50 / p99 | agent | 300 µs / 300 µs | ≤ 60 µs / ≤ 250 µs | **not met**"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| agent | 40.0 ms | ≤ 150 ms | met |"),
+            "{text}"
+        );
         assert!(text.contains("| 8 of 8 |"), "{text}");
     }
 
