@@ -20,15 +20,10 @@ use guest_transport::ListenOptions;
 fn main() -> ExitCode {
     let cfg = Config::parse();
     limit_malloc_arenas();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // One async worker, as tokio picks on a 1-vCPU guest anyway: every blocking step (FIFREEZE,
-    // FITHAW, syncs, hooks, BTF) runs on the blocking pool, so the worker only shuffles
-    // messages, and a second one mostly adds a thread and cross-thread wake-ups (BENCHMARKS.md,
-    // Footprint: Ping no slower, one thread less). TOKIO_WORKER_THREADS still overrides it.
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("guest-agent: cannot start the runtime: {e}");
