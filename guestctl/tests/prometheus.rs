@@ -13,15 +13,12 @@
 mod common;
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use support::prom::{http_get, query, start_prometheus, wait_for, Proc};
 use support::{free_port, guestctl_bin, proxy_port};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use system_tests::{bins, Agent, FsType, LoopFs, Scratch};
 
@@ -35,88 +32,6 @@ impl Drop for ThawGuard {
             .arg(&self.0)
             .stderr(Stdio::null())
             .status();
-    }
-}
-
-/// A child process killed (SIGTERM, then SIGKILL) on drop.
-struct Proc(Child, &'static str);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.1);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// GET http://127.0.0.1:PORT/PATH; returns status and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "127.0.0.1")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(20), tx.send_request(req))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    driver.abort();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-async fn query(port: u16, expr: &str) -> Value {
-    let (status, body) = http_get(
-        port,
-        &format!("/api/v1/query?query={}", percent_encode(expr)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("query {expr:?}: {e}"));
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(status, 200, "{expr}: {body}");
-    assert_eq!(v["status"], "success", "{expr}: {body}");
-    v["data"]["result"].clone()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -167,39 +82,15 @@ fn start_proxy(targets: &[String]) -> (Proc, u16) {
     (Proc(child, "guestctl proxy"), port)
 }
 
-fn start_prometheus(dir: &Path, proxy_port: u16) -> (Proc, u16) {
-    let prom = Path::new("/usr/bin/prometheus");
-    assert!(
-        prom.exists(),
-        "/usr/bin/prometheus is needed (scripts/setup.sh installs it)"
-    );
-    let port = free_port();
+/// Prometheus scraping the proxy every second, with the project's recording and alert rules.
+fn prometheus_config(proxy_port: u16) -> String {
     let rules = common::dashboards_dir().join("prometheus/rules.yml");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: guest-agents\n    static_configs:\n      - targets: ['127.0.0.1:{proxy_port}']\n        labels: {{host: test-host}}\n",
-            rules.display()
-        ),
+    format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: guest-agents\n    static_configs:\n      - targets: ['127.0.0.1:{proxy_port}']\n        labels: {{host: test-host}}\n",
+        rules.display()
     )
-    .unwrap();
-    let child = Command::new(prom)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    (Proc(child, "prometheus"), port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,11 +143,7 @@ async fn every_dashboard_and_rule_expression_returns_data_from_real_agents() {
     );
 
     let prom_dir = scratch.subdir("prometheus").unwrap();
-    let (_prom, prom_port) = start_prometheus(&prom_dir, proxy_port);
-    wait_for("prometheus ready", Duration::from_secs(30), async || {
-        matches!(http_get(prom_port, "/-/ready").await, Ok((200, _)))
-    })
-    .await;
+    let (_prom, prom_port) = start_prometheus(&prom_dir, &prometheus_config(proxy_port)).await;
     wait_for("a first scrape", Duration::from_secs(30), async || {
         !query(prom_port, "guest_agent_up{vm=\"vm-b\"}")
             .await
