@@ -12,7 +12,8 @@ use std::{
 };
 
 use common::{
-    close_to, is_root, wait_for, within, FreezeGuard, LoopFs, Writer, WriterKind, SERIAL,
+    close_to, observer_with, skip_unless_root, wait_for, within, FreezeGuard, LoopFs, Writer,
+    WriterKind, SERIAL,
 };
 use freeze_observer::{
     start, ContentionHook, EbpfMode, FreezeSource, LoadOptions, ObserverConfig, ObserverHandle,
@@ -27,31 +28,6 @@ async fn observer(probe_frozen: bool) -> ObserverHandle {
         ..LoadOptions::default()
     })
     .await
-}
-
-async fn observer_with(load: LoadOptions) -> ObserverHandle {
-    let config = ObserverConfig {
-        mode: EbpfMode::Required,
-        load,
-        agent_pid: None,
-    };
-    start(config)
-        .await
-        .expect("observer loads")
-        .expect("observer running")
-}
-
-/// Skips (returns true) unless root; under `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) fails instead.
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_none(),
-        "needs root (BPF, loop devices, FIFREEZE); GUEST_AGENT_REQUIRE_ROOT is set"
-    );
-    eprintln!("not root: real-kernel test skipped");
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,42 +7,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{is_root, wait_for, within, FsKind, LoopFs, SERIAL};
-use freeze_observer::{
-    start, EbpfMode, FreezeSource, LoadOptions, ObserverConfig, ObserverHandle, Origin,
-};
+use common::{observer_with, skip_unless_root, wait_for, within, FsKind, LoopFs, SERIAL};
+use freeze_observer::{FreezeSource, LoadOptions, ObserverHandle, Origin};
 
 /// How late the poll may see a thaw (10 ms period) plus scheduling on a busy machine.
 const TOLERANCE: Duration = Duration::from_millis(30);
 
 async fn sync_fs_observer() -> ObserverHandle {
-    let config = ObserverConfig {
-        mode: EbpfMode::Required,
-        load: LoadOptions {
-            freeze_source: Some(FreezeSource::SyncFs),
-            ..LoadOptions::default()
-        },
-        agent_pid: None,
-    };
-    let obs = start(config)
-        .await
-        .expect("observer loads")
-        .expect("observer running");
+    let obs = observer_with(LoadOptions {
+        freeze_source: Some(FreezeSource::SyncFs),
+        ..LoadOptions::default()
+    })
+    .await;
     assert_eq!(obs.freeze_source(), FreezeSource::SyncFs);
     obs
-}
-
-/// Skips (returns true) unless root; under `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) fails.
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_none(),
-        "needs root (BPF, loop devices, FIFREEZE); GUEST_AGENT_REQUIRE_ROOT is set"
-    );
-    eprintln!("not root: real-kernel test skipped");
-    true
 }
 
 /// One freeze of `fs` by `tool` with nothing writing: seen while it lasts, with the
