@@ -14,6 +14,7 @@ mod report;
 mod results;
 mod run;
 mod scratch;
+mod sections;
 mod stats;
 mod writer;
 

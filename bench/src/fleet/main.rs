@@ -20,6 +20,8 @@ mod procs;
 mod prom;
 mod report;
 mod run;
+#[path = "../sections.rs"]
+mod sections;
 mod standin;
 
 use std::path::PathBuf;

@@ -195,37 +195,15 @@ pub fn render(results: &[Outcome], args: &Args) -> String {
     out
 }
 
-/// `existing` with the section replaced (or appended), other sections kept byte for byte.
-pub fn replace_section(existing: &str, section: &str) -> String {
-    let section = section.trim_end();
-    let lines: Vec<&str> = existing.split_inclusive('\n').collect();
-    let Some(start) = lines.iter().position(|l| l.trim_end() == SECTION) else {
-        return format!("{}\n\n{section}\n", existing.trim_end());
-    };
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.starts_with("## ") || l.starts_with("# "))
-        .map_or(lines.len(), |i| start + 1 + i);
-    let mut out: String = lines[..start].concat();
-    out.push_str(section);
-    out.push('\n');
-    if end < lines.len() {
-        out.push('\n');
-        out.push_str(&lines[end..].concat());
-    }
-    out
-}
-
 /// Replaces the section in the file at `path`.
 pub fn write_section(path: &Path, section: &str) -> Result<(), String> {
-    let existing = std::fs::read_to_string(path).unwrap_or_default();
-    std::fs::write(path, replace_section(&existing, section))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::sections::write_section(path, section).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sections::replace_section;
 
     #[test]
     fn quantiles_by_nearest_rank() {
