@@ -5,10 +5,10 @@
 //! mkfs is missing) and freezes only those, or only the filesystem mounted at `COVERAGE_MOUNT`
 //! (a scratch volume of a test VM; refused for `/` and for a path that is not a mountpoint),
 //! each freeze undone by a guard (also on panic):
-//! * `fsfreeze -f` / `-u` with nothing writing;
+//! * `fsfreeze --freeze` / `--unfreeze` with nothing writing;
 //! * `xfs_freeze -f` (XFS only: a shell script whose `xfs_io` makes the freeze);
 //! * FIFREEZE from this process (as the agent does);
-//! * `fsfreeze -f` with a writer blocked on the frozen filesystem until the thaw.
+//! * `fsfreeze --freeze` with a writer blocked on the frozen filesystem until the thaw.
 //!
 //! Per cell: how many freezes were listed as frozen while they lasted (within 100 ms), counted
 //! as completed freezes after their thaw, and with the process that froze named.
@@ -19,13 +19,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_for, FsKind, LoopFs, Writer, WriterKind};
+use common::{wait_for, FreezeGuard, FsKind, LoopFs, Writer, WriterKind};
 use freeze_observer::{EbpfMode, FreezeHook, LoadOptions, ObserverConfig, ObserverHandle};
 
 /// How a freeze is made.
@@ -57,49 +55,6 @@ struct Cell {
     pid_known: u32,
 }
 
-/// A filesystem being frozen; thawed (`fsfreeze -u`) on drop, also on panic.
-struct Frozen<'a>(&'a Path);
-
-impl Frozen<'_> {
-    /// Freezes `mountpoint` by running `tool -f`; returns the guard and the tool's pid.
-    fn by_tool<'a>(mountpoint: &'a Path, tool: &str) -> (Frozen<'a>, u32) {
-        // The guard exists before the tool runs, so even a failed run is thawed.
-        let guard = Frozen(mountpoint);
-        // util-linux and busybox (a test VM's) fsfreeze both take the long option.
-        let flag = if tool == "fsfreeze" { "--freeze" } else { "-f" };
-        let child = Command::new(tool)
-            .arg(flag)
-            .arg(mountpoint)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
-        let pid = child.id();
-        let out = child.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{tool} {flag} failed");
-        (guard, pid)
-    }
-
-    /// Freezes `mountpoint` with FIFREEZE from this process, as the agent does.
-    fn here(mountpoint: &Path) -> Frozen<'_> {
-        let guard = Frozen(mountpoint);
-        let dir = std::fs::File::open(mountpoint).expect("open mountpoint");
-        // SAFETY: FIFREEZE (_IOWR('X', 119, int)) on a directory fd; the argument is unused.
-        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), 0xC004_5877_u32 as _, 0) };
-        assert_eq!(rc, 0, "FIFREEZE: {}", std::io::Error::last_os_error());
-        guard
-    }
-}
-
-impl Drop for Frozen<'_> {
-    fn drop(&mut self) {
-        let ok = Command::new("fsfreeze")
-            .arg("--unfreeze")
-            .arg(self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok || std::thread::panicking(), "fsfreeze -u {:?}", self.0);
-    }
-}
-
 /// Makes one freeze of `mountpoint`, holds it 20 ms, thaws, and checks what the observer
 /// recorded.
 async fn one_freeze(obs: &ObserverHandle, mountpoint: &Path, maker: Maker, cell: &mut Cell) {
@@ -112,14 +67,14 @@ async fn one_freeze(obs: &ObserverHandle, mountpoint: &Path, maker: Maker, cell:
         .then(|| Writer::spawn(WriterKind::Write, mountpoint));
     let (guard, pid, comm) = match maker {
         Maker::Fsfreeze | Maker::FsfreezeWithWriter => {
-            let (g, pid) = Frozen::by_tool(mountpoint, "fsfreeze");
+            let (g, pid) = FreezeGuard::by_tool(mountpoint, "fsfreeze");
             (g, pid, "fsfreeze")
         }
         Maker::XfsFreeze => {
-            let (g, _) = Frozen::by_tool(mountpoint, "xfs_freeze");
+            let (g, _) = FreezeGuard::by_tool(mountpoint, "xfs_freeze");
             (g, 0, "xfs_io")
         }
-        Maker::Ioctl => (Frozen::here(mountpoint), std::process::id(), ""),
+        Maker::Ioctl => (FreezeGuard::here(mountpoint), std::process::id(), ""),
     };
     if let Some(w) = writer.as_mut() {
         w.go();
@@ -132,7 +87,7 @@ async fn one_freeze(obs: &ObserverHandle, mountpoint: &Path, maker: Maker, cell:
     .await;
     cell.frozen_seen += u32::from(frozen_seen);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    drop(guard);
+    guard.thaw();
     if let Some(mut w) = writer {
         w.finish();
     }

@@ -138,29 +138,17 @@ impl LoopFs {
         self.freeze_by("fsfreeze").0
     }
 
-    /// Freezes it with `tool -f MOUNTPOINT` (`fsfreeze` or `xfs_freeze`); also returns the
-    /// pid of the process started.
+    /// Freezes it with `tool --freeze MOUNTPOINT` (`fsfreeze` or `xfs_freeze`); also returns
+    /// the pid of the process started.
     pub fn freeze_by(&self, tool: &str) -> (FreezeGuard<'_>, u32) {
-        // The guard exists before the tool runs, so even a failed run is thawed on drop.
-        let guard = FreezeGuard {
-            fs: self,
-            active: true,
-        };
-        let child = Command::new(tool)
-            .args(["-f", self.mountpoint.to_str().unwrap()])
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
-        let pid = child.id();
-        let out = child.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{tool} -f failed");
-        (guard, pid)
+        FreezeGuard::by_tool(&self.mountpoint, tool)
     }
 }
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
         let mnt = self.mountpoint.to_str().unwrap().to_owned();
-        let _ = Command::new("fsfreeze").args(["-u", &mnt]).output();
+        let _ = Command::new("fsfreeze").args(["--unfreeze", &mnt]).output();
         if self.mounted {
             let _ = Command::new("umount").arg(&mnt).output();
         }
@@ -171,17 +159,56 @@ impl Drop for LoopFs {
     }
 }
 
-/// An active freeze of a [`LoopFs`]; thawed on drop (also on panic).
+/// An active freeze of a filesystem; thawed (`fsfreeze --unfreeze`) on drop, also on panic.
+/// Made only for a [`LoopFs`] or, in the coverage example, a test VM's scratch volume.
 pub struct FreezeGuard<'a> {
-    fs: &'a LoopFs,
+    mountpoint: &'a Path,
     active: bool,
 }
 
-impl FreezeGuard<'_> {
-    /// Thaws now with `fsfreeze -u`.
+impl<'a> FreezeGuard<'a> {
+    /// Freezes `mountpoint` by running `tool` (`fsfreeze` or `xfs_freeze`); also returns the
+    /// pid of the process started. util-linux and busybox `fsfreeze` both take `--freeze`;
+    /// `xfs_freeze` only `-f`.
+    pub fn by_tool(mountpoint: &'a Path, tool: &str) -> (Self, u32) {
+        // The guard exists before the tool runs, so even a failed run is thawed on drop.
+        let guard = Self {
+            mountpoint,
+            active: true,
+        };
+        let flag = if tool == "fsfreeze" { "--freeze" } else { "-f" };
+        let child = Command::new(tool)
+            .arg(flag)
+            .arg(mountpoint)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{tool} {flag} {mountpoint:?} failed");
+        (guard, pid)
+    }
+
+    /// Freezes `mountpoint` with FIFREEZE from this process, as the agent does.
+    pub fn here(mountpoint: &'a Path) -> Self {
+        let guard = Self {
+            mountpoint,
+            active: true,
+        };
+        let dir = std::fs::File::open(mountpoint).expect("open mountpoint");
+        // SAFETY: FIFREEZE (_IOWR('X', 119, int)) on a directory fd; the argument is unused.
+        // The request's C type differs between glibc and musl, hence the inferred cast.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), 0xC004_5877_u32 as _, 0) };
+        assert_eq!(rc, 0, "FIFREEZE: {}", std::io::Error::last_os_error());
+        guard
+    }
+
+    /// Thaws now; panics if the thaw fails.
     pub fn thaw(mut self) {
-        run("fsfreeze", &["-u", self.fs.mountpoint.to_str().unwrap()]);
         self.active = false;
+        run(
+            "fsfreeze",
+            &["--unfreeze", self.mountpoint.to_str().unwrap()],
+        );
     }
 }
 
@@ -189,7 +216,8 @@ impl Drop for FreezeGuard<'_> {
     fn drop(&mut self) {
         if self.active {
             let _ = Command::new("fsfreeze")
-                .args(["-u", self.fs.mountpoint.to_str().unwrap()])
+                .arg("--unfreeze")
+                .arg(self.mountpoint)
                 .output();
         }
     }
