@@ -9,6 +9,7 @@
 //! virtual hosting), so [`RelaxedAuthority`] replaces an invalid one with `localhost` on the
 //! way in. TCP, and TLS over TCP in particular, keeps h2's strict checking.
 
+mod hpack;
 mod rewriter;
 
 use std::io;

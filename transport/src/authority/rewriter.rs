@@ -15,9 +15,7 @@
 //! following the client's table. A connection that does not start with the HTTP/2 preface
 //! (HTTP/1.1 on the metrics listener, say) is passed through untouched.
 
-use std::borrow::Cow;
-
-use loona_hpack::Decoder;
+use super::hpack::HpackDecoder;
 
 /// The HTTP/2 client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -124,12 +122,14 @@ struct OpenBlock {
 /// Feed it what was read; take what the server may read from [`AuthorityRewriter::output`].
 pub struct AuthorityRewriter {
     state: State,
-    decoder: Decoder<'static>,
+    decoder: HpackDecoder,
     block: Option<OpenBlock>,
     /// True once a block was re-encoded: every later block is re-encoded too.
     reencode: bool,
     rewritten: u64,
     out: Vec<u8>,
+    /// The last block re-encoded with literals (reused between blocks).
+    encoded: Vec<u8>,
 }
 
 impl std::fmt::Debug for AuthorityRewriter {
@@ -153,11 +153,12 @@ impl AuthorityRewriter {
     pub fn new() -> Self {
         Self {
             state: State::Preface(0),
-            decoder: Decoder::new(),
+            decoder: HpackDecoder::new(),
             block: None,
             reencode: false,
             rewritten: 0,
             out: Vec::new(),
+            encoded: Vec::new(),
         }
     }
 
@@ -317,46 +318,43 @@ impl AuthorityRewriter {
 
     /// A whole header block is in: decode it, then forward it or its rewrite.
     fn end_block(&mut self, block: OpenBlock) -> Result<(), RewriteError> {
-        let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // Every field is re-encoded as it is decoded (cheap: a copy), so a block that turns
+        // out to need the rewrite is not decoded twice; the buffer is reused.
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
         let mut decoded = 0usize;
-        let mut too_large = false;
+        let mut changed = false;
         self.decoder
-            .decode_with_cb(&block.fragments, |name: Cow<[u8]>, value: Cow<[u8]>| {
+            .decode(&block.fragments, |name, value| {
                 decoded += name.len() + value.len() + 32;
                 if decoded > MAX_HEADER_BLOCK {
-                    too_large = true;
-                } else if !too_large {
-                    headers.push((name.into_owned(), value.into_owned()));
+                    return;
+                }
+                if name == b":authority" && !valid_authority(value) {
+                    tracing::debug!(
+                        authority = %String::from_utf8_lossy(value),
+                        "HTTP/2 :authority is not a URI authority; serving it as {REPLACEMENT}"
+                    );
+                    encode_literal(&mut encoded, name, REPLACEMENT.as_bytes());
+                    changed = true;
+                } else {
+                    encode_literal(&mut encoded, name, value);
                 }
             })
-            .map_err(|e| RewriteError::Hpack(format!("{e:?}")))?;
-        if too_large {
+            .map_err(|e| RewriteError::Hpack(e.to_string()))?;
+        if decoded > MAX_HEADER_BLOCK {
             return Err(RewriteError::HeaderBlockTooLarge);
-        }
-        let mut changed = false;
-        for (name, value) in &mut headers {
-            if name == b":authority" && !valid_authority(value) {
-                tracing::debug!(
-                    authority = %String::from_utf8_lossy(value),
-                    "HTTP/2 :authority is not a URI authority; serving it as {REPLACEMENT}"
-                );
-                *value = REPLACEMENT.as_bytes().to_vec();
-                changed = true;
-            }
         }
         if changed {
             self.rewritten += 1;
             self.reencode = true;
         }
-        if !self.reencode {
+        if self.reencode {
+            self.emit_block(&block, &encoded);
+        } else {
             self.out.extend_from_slice(&block.raw);
-            return Ok(());
         }
-        let mut encoded = Vec::new();
-        for (name, value) in &headers {
-            encode_literal(&mut encoded, name, value);
-        }
-        self.emit_block(&block, &encoded);
+        self.encoded = encoded;
         Ok(())
     }
 
@@ -439,7 +437,7 @@ fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Appends an HPACK integer with an `n`-bit prefix (RFC 7541 5.1); `first` carries the
 /// bits above the prefix.
-fn encode_integer(out: &mut Vec<u8>, mut value: usize, prefix_bits: u8, first: u8) {
+pub(super) fn encode_integer(out: &mut Vec<u8>, mut value: usize, prefix_bits: u8, first: u8) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
         out.push(first | value as u8);

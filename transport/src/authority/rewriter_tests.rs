@@ -1,5 +1,5 @@
 use super::*;
-use loona_hpack::Encoder;
+use loona_hpack::{Decoder, Encoder};
 
 const SOCKET_AUTHORITY: &[u8] = b"%2Fvar%2Ftmp%2Fagent.sock";
 
