@@ -128,7 +128,7 @@ pub struct AuthorityRewriter {
     reencode: bool,
     rewritten: u64,
     out: Vec<u8>,
-    /// The last block re-encoded with literals (reused between blocks).
+    /// The current block re-encoded with literals (a field only to keep its allocation).
     encoded: Vec<u8>,
 }
 
@@ -318,9 +318,9 @@ impl AuthorityRewriter {
 
     /// A whole header block is in: decode it, then forward it or its rewrite.
     fn end_block(&mut self, block: OpenBlock) -> Result<(), RewriteError> {
-        // Every field is re-encoded as it is decoded (cheap: a copy), so a block that turns
-        // out to need the rewrite is not decoded twice; the buffer is reused.
-        let mut encoded = std::mem::take(&mut self.encoded);
+        // Every field is re-encoded as it is decoded (a copy), so the block that first needs
+        // the rewrite is not decoded twice (the decoder's table cannot be rewound).
+        let encoded = &mut self.encoded;
         encoded.clear();
         let mut decoded = 0usize;
         let mut changed = false;
@@ -335,10 +335,10 @@ impl AuthorityRewriter {
                         authority = %String::from_utf8_lossy(value),
                         "HTTP/2 :authority is not a URI authority; serving it as {REPLACEMENT}"
                     );
-                    encode_literal(&mut encoded, name, REPLACEMENT.as_bytes());
+                    encode_literal(encoded, name, REPLACEMENT.as_bytes());
                     changed = true;
                 } else {
-                    encode_literal(&mut encoded, name, value);
+                    encode_literal(encoded, name, value);
                 }
             })
             .map_err(|e| RewriteError::Hpack(e.to_string()))?;
@@ -350,45 +350,38 @@ impl AuthorityRewriter {
             self.reencode = true;
         }
         if self.reencode {
-            self.emit_block(&block, &encoded);
+            emit_block(&mut self.out, &block, &self.encoded);
         } else {
             self.out.extend_from_slice(&block.raw);
         }
-        self.encoded = encoded;
         Ok(())
     }
+}
 
-    /// Writes a re-encoded block as one HEADERS frame and as many CONTINUATION frames as
-    /// [`MAX_EMIT_FRAME`] requires.
-    fn emit_block(&mut self, block: &OpenBlock, encoded: &[u8]) {
-        let prio_len = block.priority.map_or(0, |p| p.len());
-        let first = encoded.len().min(MAX_EMIT_FRAME - prio_len);
-        let mut flags = if block.end_stream { FLAG_END_STREAM } else { 0 };
-        if block.priority.is_some() {
-            flags |= FLAG_PRIORITY;
-        }
-        if first == encoded.len() {
-            flags |= FLAG_END_HEADERS;
-        }
-        FrameHeader::write(
-            &mut self.out,
-            prio_len + first,
-            TYPE_HEADERS,
-            flags,
-            block.stream,
-        );
-        if let Some(p) = block.priority {
-            self.out.extend_from_slice(&p);
-        }
-        self.out.extend_from_slice(&encoded[..first]);
-        let mut rest = &encoded[first..];
-        while !rest.is_empty() {
-            let n = rest.len().min(MAX_EMIT_FRAME);
-            let flags = if n == rest.len() { FLAG_END_HEADERS } else { 0 };
-            FrameHeader::write(&mut self.out, n, TYPE_CONTINUATION, flags, block.stream);
-            self.out.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
+/// Writes a re-encoded block as one HEADERS frame and as many CONTINUATION frames as
+/// [`MAX_EMIT_FRAME`] requires.
+fn emit_block(out: &mut Vec<u8>, block: &OpenBlock, encoded: &[u8]) {
+    let prio_len = block.priority.map_or(0, |p| p.len());
+    let first = encoded.len().min(MAX_EMIT_FRAME - prio_len);
+    let mut flags = if block.end_stream { FLAG_END_STREAM } else { 0 };
+    if block.priority.is_some() {
+        flags |= FLAG_PRIORITY;
+    }
+    if first == encoded.len() {
+        flags |= FLAG_END_HEADERS;
+    }
+    FrameHeader::write(out, prio_len + first, TYPE_HEADERS, flags, block.stream);
+    if let Some(p) = block.priority {
+        out.extend_from_slice(&p);
+    }
+    out.extend_from_slice(&encoded[..first]);
+    let mut rest = &encoded[first..];
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_EMIT_FRAME);
+        let flags = if n == rest.len() { FLAG_END_HEADERS } else { 0 };
+        FrameHeader::write(out, n, TYPE_CONTINUATION, flags, block.stream);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
     }
 }
 
