@@ -1,7 +1,8 @@
 //! OTLP export to a real OTLP/gRPC receiver (the `opentelemetry-proto` tonic services): the
 //! Quiesce span continues the client's trace, has per-phase and per-filesystem children with
 //! the right attributes, and the freeze-duration histogram arrives as metric points. With the
-//! receiver absent or stalled, Quiesce and Thaw take as long as without any export.
+//! receiver absent or stalled, Quiesce and Thaw take as long as without any export. Pings
+//! (health checks) make a span only when the host sends a `traceparent`, and are always counted.
 
 mod telemetry_support;
 
@@ -15,6 +16,68 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
+    if not_root() {
+        return;
+    }
+    let receiver = std::sync::Arc::new(OtlpReceiver::start().await);
+    let scratch = tempfile::tempdir().unwrap();
+    let endpoint = format!("tcp://{}", receiver.addr);
+    let agent = Agent::start(
+        scratch.path(),
+        &["--ebpf", "off", "--otlp-endpoint", &endpoint],
+    );
+    let mut c = agent.client().await;
+    for _ in 0..20 {
+        agent.ping(&mut c).await;
+    }
+    let mut traced = tonic::Request::new(guest_proto::v1::PingRequest {});
+    traced.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
+    );
+    c.ping(traced).await.unwrap();
+    // A traced call after the Pings, so that its span is exported after any of theirs.
+    agent.get_metrics().await;
+
+    let r = receiver.clone();
+    let spans = tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(15), || {
+            let spans = r.spans();
+            spans
+                .iter()
+                .any(|s| s.name == "boxlite.v1.GuestMetrics/GetMetrics")
+                .then_some(spans)
+        })
+    })
+    .await
+    .unwrap()
+    .expect("the GetMetrics span was exported");
+    let pings: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "boxlite.v1.Guest/Ping")
+        .collect();
+    let ids: Vec<String> = pings.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(ids, [TRACE_ID], "only the traced Ping has a span");
+    assert_eq!(hex(&pings[0].parent_span_id), PARENT_ID);
+    assert_eq!(
+        attr_num(&pings[0].attributes, "rpc.grpc.status_code"),
+        Some(0.0)
+    );
+
+    // Every Ping is counted, traced or not (the start-up check Pings too).
+    let text = agent.scrape();
+    let count = sample(&text, "guest_ping_requests_total").expect("guest_ping_requests_total");
+    assert!(count >= 21.0, "{count}\n{text}");
+    let ok = sample(
+        &text,
+        "guest_grpc_server_requests_total{code=\"OK\",method=\"Ping\",service=\"boxlite.v1.Guest\"}",
+    )
+    .expect("Ping requests by code");
+    assert_eq!(ok, count, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
 //! a Firecracker VMM's `<uds_path>_<port>` socket) to their own relay listeners (one from
 //! `--vm`, one from `--vms-file`, which SIGHUP re-reads at the end); the relay
 //! adds `vm` and `host.name` and forwards to the collector's OTLP/gRPC receiver, which batches
-//! and exports to the sink. The sink must then hold, for each VM, the agent's Ping server span
-//! and its metrics with `vm` set to that VM (and the agent's own `service.name` kept).
+//! and exports to the sink. The sink must then hold, for each VM, the agent's server span of a
+//! Ping sent with a `traceparent` (untraced Pings make no span) and its metrics with `vm` set to that VM (and the agent's own `service.name` kept).
 //!
 //! Needs `target/debug/guest-agent` (`cargo build -p guest-agent`) and the collector at
 //! $ROTEL_AGENT or /opt/guest-agent-test/bin/rotel-agent (scripts/setup.sh).
@@ -223,7 +223,7 @@ async fn guest_spans_and_metrics_reach_a_real_collector_with_the_vm_attribute() 
     assert!(line.contains("relaying 2 VM(s)"), "{line:?}");
     let _relay = Proc(relay, "guestctl otlp-relay");
 
-    // Two agents exporting through the relay; Agent::start waits for a Ping (a server span).
+    // Two agents exporting through the relay, each sent one traced Ping (a server span).
     let mut agents = Vec::new();
     for sock in [&sock_a, &sock_b] {
         let a = Agent::start(
@@ -237,6 +237,15 @@ async fn guest_spans_and_metrics_reach_a_real_collector_with_the_vm_attribute() 
         )
         .await
         .unwrap();
+        // A health check is traced only when the host sends a trace context.
+        let mut ping = tonic::Request::new(guest_proto::v1::PingRequest {});
+        ping.metadata_mut().insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        a.client().await.unwrap().ping(ping).await.unwrap();
         agents.push(a);
     }
 

@@ -3,6 +3,12 @@
 //! child of the host's span when the request carries a W3C `traceparent`, plus the gRPC server
 //! metrics and the Ping metrics.
 //!
+//! Health checks (`boxlite.v1.Guest/Ping`, `grpc.health.v1.Health/Check` and `Watch`) get a
+//! span only when the caller sends a `traceparent`: a host pings every VM every few seconds,
+//! and a root span per probe would be noise in the trace store and most of the agent's work
+//! per Ping (OpenTelemetry's Go gRPC instrumentation filters health checks the same way). They
+//! are always counted in the metrics.
+//!
 //! A unary gRPC response carries its status in the trailers (or, for an immediate error, in
 //! the headers), so the call ends when the response body ends: the body is wrapped and the
 //! span, the code and the latency are finished there. A body dropped before its end counts as
@@ -98,26 +104,63 @@ fn status_in(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(v))
 }
 
+/// Whether `service/method` is a health check, traced only with a caller's `traceparent`.
+pub fn is_health_check(service: &str, method: &str) -> bool {
+    match service {
+        GUEST_SERVICE => method == "Ping",
+        "grpc.health.v1.Health" => method == "Check" || method == "Watch",
+        _ => false,
+    }
+}
+
+/// The span of one call, a child of `parent` when the caller sent one.
+fn call_span(service: &str, method: &str, parent: Option<opentelemetry::Context>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        trace_id = Empty,
+    );
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
+    }
+    // Log lines inside the call carry the trace id through this span field.
+    use opentelemetry::trace::TraceContextExt;
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
+}
+
 /// Everything needed to finish one call.
 struct Call {
+    /// `Span::none()` for an untraced health check.
     span: tracing::Span,
     start: Instant,
-    service: String,
-    method: String,
+    /// The request's path (shares the request's bytes; split again at the end).
+    path: http::uri::PathAndQuery,
 }
 
 impl Call {
     fn finish(self, code: Code) {
         let name = code_name(code);
-        self.span.record("rpc.grpc.status_code", code as i64);
-        if is_server_error(code) {
-            self.span.record("otel.status_code", "ERROR");
+        if !self.span.is_none() {
+            self.span.record("rpc.grpc.status_code", code as i64);
+            if is_server_error(code) {
+                self.span.record("otel.status_code", "ERROR");
+            }
         }
         // A method that does not exist must not create a label value per path a client sends.
         let (service, method) = if code == Code::Unimplemented {
             ("other", "other")
         } else {
-            (self.service.as_str(), self.method.as_str())
+            split_path(self.path.path())
         };
         let m = super::metrics();
         m.record_grpc(service, method, name, self.start.elapsed());
@@ -142,33 +185,23 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
-        let (service, method) = (service.to_owned(), method.to_owned());
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %format!("{service}/{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            trace_id = Empty,
-        );
-        if let Some(parent) = propagation::extract(req.headers()) {
-            let _ = span.set_parent(parent);
-        }
-        // Log lines inside the call carry the trace id through this span field.
-        use opentelemetry::trace::TraceContextExt;
-        let trace_id = span.context().span().span_context().trace_id();
-        if trace_id != opentelemetry::trace::TraceId::INVALID {
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
+        let start = Instant::now();
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let (service, method) = split_path(path.path());
+        let parent = propagation::extract(req.headers());
+        let span = if parent.is_none() && is_health_check(service, method) {
+            tracing::Span::none()
+        } else {
+            call_span(service, method, parent)
+        };
         let call = Call {
             span: span.clone(),
-            start: Instant::now(),
-            service,
-            method,
+            start,
+            path,
         };
         // The clone that was made ready is the one to call (tower's documented pattern).
         let clone = self.inner.clone();
@@ -279,6 +312,17 @@ mod tests {
         assert!(is_server_error(Code::Internal));
         assert!(!is_server_error(Code::InvalidArgument));
         assert!(!is_server_error(Code::Ok));
+    }
+
+    #[test]
+    fn only_pings_and_health_checks_are_health_checks() {
+        assert!(is_health_check("boxlite.v1.Guest", "Ping"));
+        assert!(is_health_check("grpc.health.v1.Health", "Check"));
+        assert!(is_health_check("grpc.health.v1.Health", "Watch"));
+        assert!(!is_health_check("boxlite.v1.Guest", "Quiesce"));
+        assert!(!is_health_check("boxlite.v1.Guest", "Init"));
+        assert!(!is_health_check("boxlite.v1.GuestMetrics", "GetMetrics"));
+        assert!(!is_health_check("other", "other"));
     }
 
     #[test]

@@ -376,15 +376,14 @@ impl Metrics {
     }
 
     /// A gRPC call ended with status `code` after `took`.
-    pub fn record_grpc(&self, service: &str, method: &str, code: &str, took: Duration) {
-        let service = KeyValue::new("service", service.to_owned());
-        let method = KeyValue::new("method", method.to_owned());
-        self.grpc_duration
-            .record(took.as_secs_f64(), &[service.clone(), method.clone()]);
-        self.grpc_requests.add(
-            1,
-            &[service, method, KeyValue::new("code", code.to_owned())],
-        );
+    pub fn record_grpc(&self, service: &str, method: &str, code: &'static str, took: Duration) {
+        let attrs = [
+            KeyValue::new("service", service.to_owned()),
+            KeyValue::new("method", method.to_owned()),
+            KeyValue::new("code", code),
+        ];
+        self.grpc_duration.record(took.as_secs_f64(), &attrs[..2]);
+        self.grpc_requests.add(1, &attrs);
     }
 
     /// A Ping was answered now.

@@ -36,6 +36,9 @@ impl Injector for HeaderInjector<'_> {
 
 /// The remote parent carried by `headers`, if they hold a valid `traceparent`.
 pub fn extract(headers: &http::HeaderMap) -> Option<Context> {
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     cx.span().span_context().is_valid().then_some(cx)
 }
