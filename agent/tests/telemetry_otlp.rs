@@ -9,7 +9,7 @@ mod telemetry_support;
 use std::time::Duration;
 
 use telemetry_support::otlp::{attr_num, attr_str, StalledReceiver};
-use telemetry_support::{not_root, sample, wait_for, Agent, LoopFs, OtlpReceiver};
+use telemetry_support::{not_root, sample, traced, wait_for, Agent, LoopFs, OtlpReceiver};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -34,12 +34,10 @@ async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
     for _ in 0..20 {
         agent.ping(&mut c).await;
     }
-    let mut traced = tonic::Request::new(guest_proto::v1::PingRequest {});
-    traced.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
-    );
-    c.ping(traced).await.unwrap();
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    c.ping(traced(guest_proto::v1::PingRequest {}, Some(&traceparent)))
+        .await
+        .unwrap();
     // A traced call after the Pings, so that its span is exported after any of theirs.
     agent.get_metrics().await;
 

@@ -6,7 +6,8 @@
 //! `--vm`, one from `--vms-file`, which SIGHUP re-reads at the end); the relay
 //! adds `vm` and `host.name` and forwards to the collector's OTLP/gRPC receiver, which batches
 //! and exports to the sink. The sink must then hold, for each VM, the agent's server span of a
-//! Ping sent with a `traceparent` (untraced Pings make no span) and its metrics with `vm` set to that VM (and the agent's own `service.name` kept).
+//! Ping sent with a `traceparent` (untraced Pings make no span) and its metrics, with `vm` set
+//! to that VM (and the agent's own `service.name` kept).
 //!
 //! Needs `target/debug/guest-agent` (`cargo build -p guest-agent`) and the collector at
 //! $ROTEL_AGENT or /opt/guest-agent-test/bin/rotel-agent (scripts/setup.sh).

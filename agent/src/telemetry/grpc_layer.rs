@@ -105,7 +105,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<Code> {
 }
 
 /// Whether `service/method` is a health check, traced only with a caller's `traceparent`.
-pub fn is_health_check(service: &str, method: &str) -> bool {
+fn is_health_check(service: &str, method: &str) -> bool {
     match service {
         GUEST_SERVICE => method == "Ping",
         "grpc.health.v1.Health" => method == "Check" || method == "Watch",

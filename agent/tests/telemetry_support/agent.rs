@@ -106,13 +106,12 @@ impl Agent {
         mp: &str,
         traceparent: Option<&str>,
     ) -> Duration {
-        let mut req = tonic::Request::new(QuiesceRequest {
-            mountpoints: vec![mp.to_string()],
-        });
-        if let Some(tp) = traceparent {
-            req.metadata_mut()
-                .insert("traceparent", tp.parse().unwrap());
-        }
+        let req = traced(
+            QuiesceRequest {
+                mountpoints: vec![mp.to_string()],
+            },
+            traceparent,
+        );
         let t = Instant::now();
         let r = c.quiesce(req).await.unwrap().into_inner();
         assert_eq!(r.frozen_count, 1, "{r:?}");
@@ -143,4 +142,14 @@ impl Drop for Agent {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// A request for `msg`, carrying `traceparent` as gRPC metadata when one is given.
+pub fn traced<T>(msg: T, traceparent: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(tp) = traceparent {
+        req.metadata_mut()
+            .insert("traceparent", tp.parse().unwrap());
+    }
+    req
 }

@@ -18,7 +18,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub use agent::Agent;
+pub use agent::{traced, Agent};
 pub use loopfs::{LoopFs, Writer};
 pub use otlp::OtlpReceiver;
 pub use prometheus::Prometheus;
