@@ -22,9 +22,14 @@ use crate::{
 /// Poll period while a watched freeze is under way (the sync is done; the rest takes
 /// milliseconds): how late a freeze's completion is seen.
 const POLL_FREEZING: Duration = Duration::from_millis(2);
-/// Poll period while watched filesystems are frozen: how late a thaw is seen when no blocked
-/// writer reports it first.
+/// Poll period while a filesystem frozen by another process is watched: how late its thaw is
+/// seen when no blocked writer reports it first.
 const POLL_FROZEN: Duration = Duration::from_millis(10);
+/// Poll period while only the agent's own freezes are watched. The agent asks for a poll right
+/// after each of its thaws ([`crate::ObserverHandle::poll_now`]), so this only bounds how late
+/// another process's thaw of an agent freeze is seen. Polling these at [`POLL_FROZEN`] cost a
+/// held freeze's Pings a third of their speed (p50 52 -> 85-104 us, BENCHMARKS.md).
+const POLL_OWN_FROZEN: Duration = Duration::from_millis(200);
 /// Polls in a row that may fail to open or resolve a watched filesystem before it is dropped
 /// from the watch (unmounted, or hidden by another mount).
 const POLL_FAILURES: u32 = 100;
@@ -36,17 +41,28 @@ struct Watched {
     minor: u32,
     /// A freeze under way (not yet seen complete).
     freezing: bool,
+    /// Frozen by the agent, which says when it thaws: polled at [`POLL_OWN_FROZEN`].
+    own: bool,
     failures: u32,
 }
 
 /// The filesystems known frozen or being frozen, key: superblock address. Only used with the
 /// sync_fs source, whose hooks see a freeze begin but not complete or end.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Watch {
+    /// The agent's process id: freezes it makes are its own.
+    agent_pid: u32,
     by_sb: HashMap<u64, Watched>,
 }
 
 impl Watch {
+    fn new(agent_pid: u32) -> Self {
+        Self {
+            agent_pid,
+            by_sb: HashMap::new(),
+        }
+    }
+
     /// Starts or updates watching after a kernel event.
     fn note(&mut self, ev: &Event) {
         let freezing = match ev.event_kind() {
@@ -59,13 +75,19 @@ impl Watch {
             }
             _ => return,
         };
+        // A freeze found already frozen has no known freezer: not the agent's.
+        let own = ev.event_kind() != Some(EventKind::FrozenFound) && ev.tgid == self.agent_pid;
         let w = self.by_sb.entry(ev.sb).or_insert(Watched {
             major: ev.dev_major(),
             minor: ev.dev_minor(),
             freezing,
+            own,
             failures: 0,
         });
         w.freezing = freezing;
+        if ev.event_kind() != Some(EventKind::FrozenFound) {
+            w.own = own;
+        }
     }
 
     /// How long to sleep before the next poll; `None` when nothing is watched.
@@ -74,8 +96,10 @@ impl Watch {
             None
         } else if self.by_sb.values().any(|w| w.freezing) {
             Some(POLL_FREEZING)
-        } else {
+        } else if self.by_sb.values().any(|w| !w.own) {
             Some(POLL_FROZEN)
+        } else {
+            Some(POLL_OWN_FROZEN)
         }
     }
 
@@ -158,6 +182,7 @@ impl Collector {
         ebpf: Ebpf,
         ring: RingBuf<MapData>,
         probe: Option<Probe>,
+        agent_pid: u32,
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for as long as
@@ -169,13 +194,14 @@ impl Collector {
             ring,
             shared,
             mounts: Mountpoints::default(),
-            poll: probe.map(|p| (Arc::new(p), Watch::default())),
+            poll: probe.map(|p| (Arc::new(p), Watch::new(agent_pid))),
         })
     }
 
     /// Runs until the task is aborted (the last `ObserverHandle` dropped) or epoll fails.
     pub(crate) async fn run(mut self) {
         let mut batch: Vec<Option<Event>> = Vec::new();
+        let shared = Arc::clone(&self.shared);
         loop {
             let period = self.poll.as_ref().and_then(|(_, w)| w.period());
             let tick = tokio::select! {
@@ -195,6 +221,8 @@ impl Collector {
                     false
                 }
                 () = sleep_or_never(period) => true,
+                // Asked to look now (the agent thawed); with nothing watched there is no poll.
+                () = shared.poll_now.notified() => period.is_some(),
             };
             for ev in batch.drain(..) {
                 self.handle(ev).await;

@@ -91,12 +91,18 @@ pub async fn start(config: ObserverConfig) -> Result<Option<ObserverHandle>, Obs
             loaded.contention_hook,
         )),
         events: tokio::sync::broadcast::channel(1024).0,
+        poll_now: tokio::sync::Notify::new(),
     });
     // Only the sync_fs source needs the poll: its hooks see a freeze begin, not end.
     let probe = (loaded.freeze_source == FreezeSource::SyncFs).then_some(loaded.probe);
-    let collector =
-        collector::Collector::new(loaded.ebpf, loaded.events, probe, Arc::clone(&shared))
-            .map_err(ObserverError::Runtime)?;
+    let collector = collector::Collector::new(
+        loaded.ebpf,
+        loaded.events,
+        probe,
+        agent_pid,
+        Arc::clone(&shared),
+    )
+    .map_err(ObserverError::Runtime)?;
     let task = tokio::spawn(collector.run());
     Ok(Some(ObserverHandle::new(shared, task)))
 }

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{observer_with, skip_unless_root, wait_for, within, FsKind, LoopFs, SERIAL};
+use common::{
+    observer_with, skip_unless_root, wait_for, within, FreezeGuard, FsKind, LoopFs, SERIAL,
+};
 use freeze_observer::{FreezeSource, LoadOptions, ObserverHandle, Origin};
 
 /// How late the poll may see a thaw (10 ms period) plus scheduling on a busy machine.
@@ -121,4 +123,57 @@ async fn back_to_back_freezes_faster_than_the_poll_are_all_counted() {
         .and_then(|f| f.last_freeze.clone())
         .expect("last freeze");
     assert_eq!(last.by.map(|t| t.comm), Some("fsfreeze".to_owned()));
+}
+
+/// The observer's own process (the agent) freezing: its freezes are polled only every 200 ms,
+/// and `poll_now` after its thaw makes the end seen at once, so the duration reported is as
+/// exact as for other freezes. Three rounds: a thaw left to the slow poll would be seen up to
+/// 200 ms late, beyond the tolerance in most of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_thaw_is_seen_at_once_when_it_asks_for_a_poll() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let fs = LoopFs::new("sync-own");
+    let obs = sync_fs_observer().await;
+    for round in 0..3 {
+        let before = obs.snapshot().freezes_by_agent;
+        let started = Instant::now();
+        // FIFREEZE from this process, which the observer takes for the agent.
+        let guard = FreezeGuard::here(&fs.mountpoint);
+        let frozen_at = Instant::now();
+        let seen = wait_for(Duration::from_secs(2), || {
+            obs.snapshot()
+                .filesystem(&fs.mountpoint)
+                .and_then(|f| f.frozen.clone())
+                .is_some_and(|f| f.origin == Origin::Agent)
+        })
+        .await;
+        assert!(
+            seen,
+            "round {round}: own freeze not seen: {:#?}",
+            obs.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let thaw_started = Instant::now();
+        guard.thaw();
+        obs.poll_now();
+        let frozen_for = (thaw_started - frozen_at)..=started.elapsed();
+        let thawed = wait_for(Duration::from_secs(2), || {
+            obs.snapshot()
+                .filesystem(&fs.mountpoint)
+                .is_some_and(|f| f.frozen.is_none())
+        })
+        .await;
+        let snap = obs.snapshot();
+        assert!(thawed, "round {round}: thaw not seen: {snap:#?}");
+        let last = snap.filesystem(&fs.mountpoint).unwrap().last_freeze.clone();
+        let took = last.and_then(|l| l.duration).expect("duration known");
+        assert!(
+            within(took, &frozen_for, TOLERANCE),
+            "round {round}: freeze of {took:?} reported, {frozen_for:?} measured"
+        );
+        assert_eq!(snap.freezes_by_agent, before + 1, "{snap:#?}");
+    }
 }

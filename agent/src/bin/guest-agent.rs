@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use guest_agent::config::Config;
+use guest_agent::freezer::events::ThenAfterThaw;
 use guest_agent::freezer::hooks::HooksConfig;
 use guest_agent::freezer::journal::Journal;
 use guest_agent::freezer::presync::PresyncConfig;
@@ -66,6 +67,16 @@ async fn run(cfg: Config) -> Result<(), String> {
             Journal::disabled()
         }
     };
+    // The observer first: the freezer tells it when it has thawed (also a recovered freeze).
+    let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
+        .await
+        .map_err(|e| format!("{e} (--ebpf required)"))?;
+    let poll_target = observer.handle().cloned();
+    let events = ThenAfterThaw::new(telemetry::freezer::FreezerTelemetry, move || {
+        if let Some(h) = &poll_target {
+            h.poll_now();
+        }
+    });
     let freezer = Freezer::with_events(
         FreezerConfig {
             freeze_only: cfg.freeze_only.clone(),
@@ -80,7 +91,7 @@ async fn run(cfg: Config) -> Result<(), String> {
             }),
         },
         journal,
-        Arc::new(telemetry::freezer::FreezerTelemetry),
+        Arc::new(events),
     );
     for (entry, result) in freezer.recover().await {
         tracing::info!(mountpoint = %entry.mount_point.display(), ?result, "recovered freeze journal entry");
@@ -88,9 +99,6 @@ async fn run(cfg: Config) -> Result<(), String> {
     let status = freezer.clone();
     telemetry::metrics().observe_freezer(move || status.status());
     let shutdown = Shutdown::new();
-    let observer = Observer::start(cfg.ebpf, cfg.ebpf_freeze_hook)
-        .await
-        .map_err(|e| format!("{e} (--ebpf required)"))?;
     // glibc keeps freed heap pages mapped unless told otherwise (start-up and each OTLP
     // export free hundreds of KiB); musl returns them by itself.
     #[cfg(target_env = "gnu")]

@@ -107,6 +107,41 @@ pub struct NoEvents;
 
 impl FreezerEvents for NoEvents {}
 
+/// `events`, then `after_thaw` once each set of thaws is done (after [`FreezerEvents::thawed`]
+/// of `events`): e.g. to have the eBPF observer look at the filesystems now rather than at its
+/// next poll.
+#[derive(Debug, Clone)]
+pub struct ThenAfterThaw<E, F> {
+    events: E,
+    after_thaw: F,
+}
+
+impl<E: FreezerEvents, F: Fn() + Send + Sync> ThenAfterThaw<E, F> {
+    /// `events`, followed by `after_thaw` after each set of thaws.
+    pub fn new(events: E, after_thaw: F) -> Self {
+        Self { events, after_thaw }
+    }
+}
+
+impl<E: FreezerEvents, F: Fn() + Send + Sync> FreezerEvents for ThenAfterThaw<E, F> {
+    fn phase_begun(&self, phase: Phase) -> Box<dyn PhaseScope> {
+        self.events.phase_begun(phase)
+    }
+
+    fn freeze_begun(&self, fs: &FsIdentity) -> Box<dyn CallScope> {
+        self.events.freeze_begun(fs)
+    }
+
+    fn thaw_begun(&self, fs: &FsIdentity, frozen_since: SystemTime) -> Box<dyn CallScope> {
+        self.events.thaw_begun(fs, frozen_since)
+    }
+
+    fn thawed(&self, reports: &[FsReport], cause: ThawCause) {
+        self.events.thawed(reports, cause);
+        (self.after_thaw)();
+    }
+}
+
 /// The scope of a phase or call nobody watches.
 struct Unobserved;
 
@@ -133,5 +168,38 @@ impl Drop for PhaseGuard {
         if let Some(scope) = self.0.take() {
             scope.ended();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records which `thawed` ran, in order.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<&'static str>>>);
+
+    impl FreezerEvents for Log {
+        fn thawed(&self, _reports: &[FsReport], _cause: ThawCause) {
+            self.0.lock().unwrap().push("events");
+        }
+    }
+
+    #[test]
+    fn after_thaw_runs_once_per_set_of_thaws_after_the_events() {
+        let log = Log::default();
+        let after = log.clone();
+        let tee = ThenAfterThaw::new(log.clone(), move || after.0.lock().unwrap().push("after"));
+        // Phases and ioctls pass through without calling it.
+        tee.phase_begun(Phase::Thaw).ended();
+        assert!(log.0.lock().unwrap().is_empty());
+        tee.thawed(&[], ThawCause::Client);
+        tee.thawed(&[], ThawCause::Watchdog);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            ["events", "after", "events", "after"]
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::{sync::broadcast, task::JoinHandle};
+use tokio::{
+    sync::{broadcast, Notify},
+    task::JoinHandle,
+};
 
 use super::table::ObserverState;
 use super::{ObserverEvent, ObserverSnapshot};
@@ -14,6 +17,8 @@ use crate::loader::FreezeSource;
 pub(crate) struct Shared {
     pub(crate) state: Mutex<ObserverState>,
     pub(crate) events: broadcast::Sender<ObserverEvent>,
+    /// Wakes the collector to poll the watched filesystems now ([`ObserverHandle::poll_now`]).
+    pub(crate) poll_now: Notify,
 }
 
 /// Aborts the collector task (detaching the programs) when the last handle is dropped.
@@ -56,6 +61,15 @@ impl ObserverHandle {
     /// `RecvError::Lagged` and can resynchronise from [`ObserverHandle::snapshot`].
     pub fn subscribe(&self) -> broadcast::Receiver<ObserverEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Asks the collector to look at the filesystems it follows now instead of at its next
+    /// poll: the agent calls it right after its own thaws, so their end is seen at once even
+    /// though its freezes are polled only every 200 ms. Cheap, never blocks; a no-op for
+    /// freeze sources that need no poll. Several calls before the collector wakes make one
+    /// poll.
+    pub fn poll_now(&self) {
+        self.shared.poll_now.notify_one();
     }
 
     /// Where freezes are seen from (fexit, sync_fs, ioctl tracepoints or none).
