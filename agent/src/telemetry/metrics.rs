@@ -378,8 +378,8 @@ impl Metrics {
     /// A gRPC call ended with status `code` after `took`.
     pub fn record_grpc(&self, service: &str, method: &str, code: &'static str, took: Duration) {
         let attrs = [
-            KeyValue::new("service", service.to_owned()),
-            KeyValue::new("method", method.to_owned()),
+            KeyValue::new("service", grpc_label(service)),
+            KeyValue::new("method", grpc_label(method)),
             KeyValue::new("code", code),
         ];
         self.grpc_duration.record(took.as_secs_f64(), &attrs[..2]);
@@ -392,6 +392,34 @@ impl Metrics {
         self.sources
             .last_ping
             .store(unix_now().to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Service and method names the agent serves; their label values need no allocation per call.
+const GRPC_NAMES: [&str; 16] = [
+    "boxlite.v1.Guest",
+    "Init",
+    "Ping",
+    "Shutdown",
+    "Quiesce",
+    "Thaw",
+    "FreezeStatus",
+    "GetMetrics",
+    "grpc.health.v1.Health",
+    "Check",
+    "Watch",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "ServerReflectionInfo",
+    "other",
+    "List",
+];
+
+/// `name` as a label value: a static string for the names in [`GRPC_NAMES`], else a copy.
+fn grpc_label(name: &str) -> opentelemetry::Value {
+    match GRPC_NAMES.iter().find(|n| **n == name) {
+        Some(n) => opentelemetry::Value::from(*n),
+        None => opentelemetry::Value::from(name.to_owned()),
     }
 }
 
@@ -703,5 +731,23 @@ mod tests {
         assert!(*DURATION_BUCKETS.last().unwrap() >= 300.0);
         assert!(DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
         assert!(RPC_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn grpc_labels_of_served_methods_are_the_static_names() {
+        let local = String::from("Ping");
+        let opentelemetry::Value::String(v) = grpc_label(&local) else {
+            panic!("not a string")
+        };
+        assert_eq!(v.as_str(), "Ping");
+        assert_eq!(
+            v.as_str().as_ptr(),
+            GRPC_NAMES[2].as_ptr(),
+            "copied, not the static name"
+        );
+        let opentelemetry::Value::String(v) = grpc_label("NotServed") else {
+            panic!("not a string")
+        };
+        assert_eq!(v.as_str(), "NotServed");
     }
 }
