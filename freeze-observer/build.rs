@@ -6,6 +6,17 @@ use std::{env, fs, path::PathBuf};
 fn main() -> aya_build::Result<()> {
     // The object embeds the shared types too, so their changes must rebuild it.
     println!("cargo::rerun-if-changed=../agent-common/src");
+    // aya-build runs `cargo build --release` for the BPF target, so the workspace's release
+    // profile (tuned for a small agent binary) would apply to the kernel programs too. Pin the
+    // settings the verifiers of 6.1, 6.12 and 6.18 were shown to accept instead; the child
+    // cargo reads them from its environment.
+    for (key, value) in [
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3"),
+        ("CARGO_PROFILE_RELEASE_LTO", "thin"),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "4"),
+    ] {
+        env::set_var(key, value);
+    }
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "agent-ebpf",
