@@ -3,7 +3,9 @@
 # overhead benchmark and freeze coverage count as static (musl) binaries, boots a nested
 # Debian guest (tests/vm) with them in the initramfs and prints the figures.
 # GUEST_AGENT_VM_SERIES=6.1|6.12 (default 6.12), FREEZE_HOOK=auto|fexit|sync-fs|ioctl|none
-# (default auto = fexit there), ROUNDS=n (default 6). Needs scripts/setup-vm.sh (`make setup`).
+# (default auto = fexit there), ROUNDS=n (default 6), GUEST_AGENT_VM_ICOUNT=shift (qemu -icount:
+# the guest's clocks count instructions, so the host's load does not move the ratios; slower).
+# Needs scripts/setup-vm.sh (`make setup`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target x86_64-unknown-linux-musl -p freeze-observer --example overhead --example coverage

@@ -765,6 +765,14 @@ fn ebpf_hooks_in_a_guest() {
     );
     let mut cfg = VmConfig::new(&series);
     cfg.agent_args = vec!["--ebpf".into(), "off".into()];
+    cfg.icount_shift = std::env::var("GUEST_AGENT_VM_ICOUNT").ok().map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("GUEST_AGENT_VM_ICOUNT={s:?}: want a shift, e.g. 3"))
+    });
+    let clock = match cfg.icount_shift {
+        Some(shift) => format!("qemu TCG, icount shift={shift}: guest time counts instructions"),
+        None => "qemu TCG".to_string(),
+    };
     let mut vm = Vm::boot(cfg).unwrap_or_else(|e| panic!("boot {series}: {e}"));
     init_volume(&mut vm).unwrap_or_else(|e| panic!("volume in the {series} guest: {e}"));
     let release = vm.kernel().release.clone();
@@ -775,7 +783,7 @@ fn ebpf_hooks_in_a_guest() {
             Duration::from_secs(1800),
         )
         .unwrap_or_else(|e| panic!("overhead benchmark in the {series} guest: {e}"));
-    println!("--- eBPF overhead in the {series} guest ({release:?}, qemu TCG) ---\n{overhead}");
+    println!("--- eBPF overhead in the {series} guest ({release:?}, {clock}) ---\n{overhead}");
     let coverage = vm
         .shell()
         .run_ok(

@@ -31,6 +31,11 @@ pub struct QemuConfig {
     pub command_socket: PathBuf,
     /// vhost-user socket of the vsock backend.
     pub vhost_socket: PathBuf,
+    /// `-icount shift=N,sleep=off`: the guest's clocks advance by 2^N ns per instruction
+    /// executed instead of with the host's time, so a CPU time measured inside the guest
+    /// counts instructions and the host's load cannot move it (used by the eBPF overhead
+    /// benchmark; much slower than plain TCG).
+    pub icount_shift: Option<u8>,
 }
 
 impl QemuConfig {
@@ -57,6 +62,9 @@ impl QemuConfig {
             a.push(v);
         };
         push("-m", format!("{mem}M"));
+        if let Some(shift) = self.icount_shift {
+            push("-icount", format!("shift={shift},sleep=off"));
+        }
         push(
             "-object",
             format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
@@ -123,6 +131,7 @@ mod tests {
             console: "/t/console.log".into(),
             command_socket: "/t/cmd.sock".into(),
             vhost_socket: "/t/vhost.sock".into(),
+            icount_shift: None,
         };
         let line = cfg.args().join(" ");
         assert!(line.contains("-m 512M"), "{line}");
@@ -146,5 +155,12 @@ mod tests {
         assert!(ro > line.find("id=disk1").unwrap(), "{line}");
         assert!(line.contains("virtio-blk-pci,drive=rodisk0"), "{line}");
         assert!(line.contains("-append console=ttyS0"), "{line}");
+        assert!(!line.contains("-icount"), "{line}");
+        let counted = QemuConfig {
+            icount_shift: Some(3),
+            ..cfg
+        };
+        let line = counted.args().join(" ");
+        assert!(line.contains("-icount shift=3,sleep=off"), "{line}");
     }
 }

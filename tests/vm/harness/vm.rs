@@ -46,6 +46,8 @@ pub struct VmConfig {
     pub otlp_port: Option<u32>,
     /// Attach the read-only Python disk ([`pybundle`]) after the blank disks.
     pub python: bool,
+    /// Run qemu with `-icount shift=N` (see [`QemuConfig::icount_shift`]).
+    pub icount_shift: Option<u8>,
 }
 
 impl VmConfig {
@@ -59,6 +61,7 @@ impl VmConfig {
             disks_mib: vec![64],
             otlp_port: None,
             python: false,
+            icount_shift: None,
         }
     }
 
@@ -205,6 +208,7 @@ impl Vm {
             console: self.dir.join("console.log"),
             command_socket: self.dir.join("cmd.sock"),
             vhost_socket: vsockd.vhost_socket.clone(),
+            icount_shift: self.config.icount_shift,
         };
         self.vsockd = Some(vsockd);
         let log = self.dir.join("qemu.log");
