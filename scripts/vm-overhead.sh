@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --target x86_64-unknown-linux-musl -p freeze-observer --example overhead --example coverage
+cargo build -p guestctl  # the host side of the test (it prepares the guest's volume with it)
 bins="$PWD/target/x86_64-unknown-linux-musl/release/examples"
 GUEST_AGENT_VM_EXTRA_BINS="$bins/overhead $bins/coverage" \
     exec cargo test -p system-tests --test vm_e2e -- --ignored --nocapture ebpf_hooks_in_a_guest

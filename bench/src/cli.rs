@@ -244,6 +244,10 @@ impl Args {
             vm_agent: root.join("target/x86_64-unknown-linux-musl/debug/guest-agent"),
             qemu_ga: self.qemu_ga_bin.clone(),
             guestctl: root.join("target/release/guestctl"),
+            python: std::env::var_os("GUEST_AGENT_PY_VENV")
+                .map_or_else(|| PathBuf::from("/opt/guest-agent-test/py"), PathBuf::from)
+                .join("bin/python"),
+            root: root.clone(),
             output: (!self.no_write).then(|| {
                 self.output
                     .clone()

@@ -87,6 +87,11 @@ pub struct FootprintPlan {
     pub qemu_ga: PathBuf,
     /// guestctl (release), for `guestctl ping --count N` against the agent, if it exists.
     pub guestctl: PathBuf,
+    /// The Python of the grpcio client venv (`make setup`), for Pings from Python's grpcio
+    /// against the agent, if it exists.
+    pub python: PathBuf,
+    /// The workspace root: `bench/python/ping_series.py` and `proto/` are found under it.
+    pub root: PathBuf,
     /// Where to write the section, if anywhere.
     pub output: Option<PathBuf>,
 }
@@ -217,6 +222,8 @@ pub struct ProcessRun {
     pub guestctl_pings: Vec<Duration>,
     /// Whole `guestctl ping` runs: process start, connect, one Ping, exit.
     pub guestctl_oneshot: Vec<Duration>,
+    /// Round trips of Python's grpcio on one channel (`bench/python/ping_series.py`).
+    pub python_pings: Vec<Duration>,
     /// Ping round trips while the K filesystems were frozen with writers blocked.
     pub ping_frozen: Vec<Duration>,
     /// Fewest writers seen blocked (D state) in any freeze of that phase, and K.
@@ -615,6 +622,9 @@ fn run_agent(
     if frozen && plan.guestctl.exists() {
         guestctl_pings(plan, &socket, &mut run)?;
     }
+    if frozen && plan.python.exists() {
+        python_pings(plan, rig, &socket, &mut run)?;
+    }
     if cfg.metrics {
         check_stop(stop)?;
         let path = metrics_socket(&socket);
@@ -713,6 +723,52 @@ fn guestctl_pings(
             "ping",
         ]))?;
         run.guestctl_oneshot.push(t.elapsed());
+    }
+    Ok(())
+}
+
+/// Pings from Python's grpcio (`bench/python/ping_series.py`): one channel, paced like the
+/// others, after 20 unmeasured ones.
+fn python_pings(
+    plan: &FootprintPlan,
+    rig: &Rig,
+    socket: &Path,
+    run: &mut ProcessRun,
+) -> Result<(), BenchError> {
+    let gen_dir = scratch_path(&rig.scratch, "py-stubs", "");
+    let out = crate::scratch::run(
+        std::process::Command::new(&plan.python)
+            .arg(plan.root.join("bench/python/ping_series.py"))
+            .arg("--agent")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--proto-root")
+            .arg(plan.root.join("proto"))
+            .arg("--gen-dir")
+            .arg(&gen_dir)
+            .args(["--count", &plan.pings.to_string()])
+            .args(["--interval-ms", &PING_INTERVAL.as_millis().to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .map_err(|e| BenchError::contender("python", format!("ping_series.py: {e}: {out}")))?;
+    run.python_pings = v["rtt_us"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .map(|us| Duration::from_secs_f64(us / 1e6))
+                .collect()
+        })
+        .unwrap_or_default();
+    if run.python_pings.len() != plan.pings {
+        return Err(BenchError::contender(
+            "python",
+            format!(
+                "{} round trips of {}: {out}",
+                run.python_pings.len(),
+                plan.pings
+            ),
+        ));
     }
     Ok(())
 }

@@ -124,6 +124,7 @@ fn targets(out: &mut String, r: &FootprintResults) {
                 "Ping, filesystems frozen, writers blocked",
                 &agent.ping_frozen,
             ),
+            ("Ping idle from Python's grpcio", &agent.python_pings),
         ] {
             if let Some(s) = Summary::of(samples) {
                 let _ = writeln!(
@@ -295,6 +296,16 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
             n = run.guestctl_pings.len(),
         );
     }
+    for run in r.runs.iter().filter(|run| !run.python_pings.is_empty()) {
+        let _ = writeln!(
+            out,
+            "Python's grpcio (`bench/python/ping_series.py`: one channel, stubs generated \
+             from the .proto, {n} Pings one every 4 ms after 20 unmeasured) against `{}`: {}.\n",
+            run.label,
+            lat(&run.python_pings),
+            n = run.python_pings.len(),
+        );
+    }
     let _ = writeln!(out, "### Start-up\n");
     let _ = writeln!(
         out,
@@ -390,6 +401,7 @@ mod tests {
             steps: vec![("started", st(9, 20)), ("end", st(10, 20))],
             ping_idle: vec![Duration::from_micros(50); 10],
             ping_frozen: vec![Duration::from_micros(300); 10],
+            python_pings: vec![Duration::from_micros(120); 10],
             blocked: Some((8, 8)),
             ..ProcessRun::default()
         };
@@ -428,6 +440,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| 8 of 8 |"), "{text}");
+        assert!(
+            text.contains(
+                "| Ping idle from Python's grpcio, p50 / p99 | agent | 120 µs / 120 µs |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("10 Pings one every 4 ms after 20 unmeasured) against `agent`: 120 µs"),
+            "{text}"
+        );
     }
 
     #[test]
