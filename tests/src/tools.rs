@@ -16,12 +16,7 @@ pub const PROXY_VARS: [&str; 5] = [
     "HTTPS_PROXY",
 ];
 
-/// True where a missing prerequisite must fail a test instead of skipping it: under
-/// `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) and in CI.
-pub fn required() -> bool {
-    std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_some()
-        || std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
+pub use test_support::required;
 
 /// `tool`'s path on `PATH`, if it is there.
 pub fn which(tool: &str) -> Option<PathBuf> {

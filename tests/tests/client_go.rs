@@ -50,12 +50,7 @@ const SETUP_HINT: &str = "run scripts/setup-clients-go.sh (or make setup)";
 /// panics: CI must not pass by skipping.
 fn can_run() -> bool {
     let strict = system_tests::tools::required();
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            !strict,
-            "needs root (loop devices, mount, FIFREEZE); GUEST_AGENT_REQUIRE_ROOT is set"
-        );
-        eprintln!("skipping: needs root");
+    if test_support::skip_unless_root("loop devices, mount, FIFREEZE") {
         return false;
     }
     let missing = missing_go_toolchain();

@@ -42,19 +42,9 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Skips (returns true) unless running as root: the tests need mount, loop devices
-/// and network namespaces. Under `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) a missing root fails
-/// instead.
+/// Skips (returns true) unless root ([`test_support::skip_unless_root`]).
 pub fn not_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_none(),
-        "needs root (mount, loop devices, network namespaces); GUEST_AGENT_REQUIRE_ROOT is set"
-    );
-    eprintln!("skipping: needs root");
-    true
+    test_support::skip_unless_root("mount, loop devices, network namespaces")
 }
 
 /// One mount from /proc/self/mountinfo.

@@ -23,18 +23,9 @@ pub use loopfs::{LoopFs, Writer};
 pub use otlp::OtlpReceiver;
 pub use prometheus::Prometheus;
 
-/// Skips (returns true) unless running as root: loop devices, mount and FIFREEZE need it.
-/// Under `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) a missing root fails instead.
+/// Skips (returns true) unless root ([`test_support::skip_unless_root`]).
 pub fn not_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_none(),
-        "needs root (loop devices, mount, FIFREEZE); GUEST_AGENT_REQUIRE_ROOT is set"
-    );
-    eprintln!("skipped: needs root (loop devices, mount, FIFREEZE)");
-    true
+    test_support::skip_unless_root("loop devices, mount, FIFREEZE")
 }
 
 /// Runs a command and returns its stdout; panics with its stderr on failure.

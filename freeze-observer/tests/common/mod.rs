@@ -17,18 +17,9 @@ use std::{
 /// Real-kernel tests share the machine-wide hooks; run them one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Skips (returns true) unless root; under `make test` (`GUEST_AGENT_REQUIRE_ROOT=1`) fails
-/// instead.
+/// Skips (returns true) unless root ([`test_support::skip_unless_root`]).
 pub fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("GUEST_AGENT_REQUIRE_ROOT").is_none(),
-        "needs root (BPF, loop devices, FIFREEZE); GUEST_AGENT_REQUIRE_ROOT is set"
-    );
-    eprintln!("not root: real-kernel test skipped");
-    true
+    test_support::skip_unless_root("BPF, loop devices, FIFREEZE")
 }
 
 /// Starts the observer with `load`, required (a load failure fails the test), attributing
@@ -43,12 +34,6 @@ pub async fn observer_with(load: freeze_observer::LoadOptions) -> freeze_observe
         .await
         .expect("observer loads")
         .expect("observer running")
-}
-
-/// True when running as root (the real-kernel tests need it).
-pub fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
