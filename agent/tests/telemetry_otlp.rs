@@ -1,8 +1,9 @@
 //! OTLP export to a real OTLP/gRPC receiver (the `opentelemetry-proto` tonic services): the
 //! Quiesce span continues the client's trace, has per-phase and per-filesystem children with
 //! the right attributes, and the freeze-duration histogram arrives as metric points. With the
-//! receiver absent or stalled, Quiesce and Thaw take as long as without any export. Pings
-//! (health checks) make a span only when the host sends a `traceparent`, and are always counted.
+//! receiver absent or stalled, Quiesce and Thaw take as long as without any export. Pings and
+//! `grpc.health.v1.Health/Check` (health checks) make a span only when the host sends a
+//! `traceparent`, and are always counted.
 
 mod telemetry_support;
 
@@ -19,7 +20,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
+async fn health_checks_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
     if not_root() {
         return;
     }
@@ -38,6 +39,12 @@ async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
     c.ping(traced(guest_proto::v1::PingRequest {}, Some(&traceparent)))
         .await
         .unwrap();
+    for _ in 0..10 {
+        agent.health_check("boxlite.v1.Guest", None).await;
+    }
+    agent
+        .health_check("boxlite.v1.Guest", Some(&traceparent))
+        .await;
     // A traced call after the Pings, so that its span is exported after any of theirs.
     agent.get_metrics().await;
 
@@ -65,6 +72,12 @@ async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
         attr_num(&pings[0].attributes, "rpc.grpc.status_code"),
         Some(0.0)
     );
+    let checks: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "grpc.health.v1.Health/Check")
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    assert_eq!(checks, [TRACE_ID], "only the traced Check has a span");
 
     // Every Ping is counted, traced or not (the start-up check Pings too).
     let text = agent.scrape();
@@ -76,6 +89,12 @@ async fn pings_are_traced_only_with_the_hosts_traceparent_and_always_counted() {
     )
     .expect("Ping requests by code");
     assert_eq!(ok, count, "{text}");
+    let checks = sample(
+        &text,
+        "guest_grpc_server_requests_total{code=\"OK\",method=\"Check\",service=\"grpc.health.v1.Health\"}",
+    )
+    .expect("Check requests by code");
+    assert!(checks >= 11.0, "{checks}\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

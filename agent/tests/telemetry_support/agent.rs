@@ -78,6 +78,25 @@ impl Agent {
             .unwrap()
     }
 
+    /// `grpc.health.v1.Health/Check` of `service` on a new channel (`traceparent` as for
+    /// [`traced`]); panics unless the answer is SERVING.
+    pub async fn health_check(&self, service: &str, traceparent: Option<&str>) {
+        use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+        let req = traced(
+            tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            },
+            traceparent,
+        );
+        let status = HealthClient::new(self.channel().await)
+            .check(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+
     /// GET /metrics.
     pub fn scrape(&self) -> String {
         let (status, body) = http_get(self.metrics, "/metrics").unwrap();
