@@ -704,17 +704,8 @@ fn guestctl_pings(
             .arg(plan.pings.to_string())
             .args(["--interval-ms", &PING_INTERVAL.as_millis().to_string()]),
     )?;
-    let v: serde_json::Value = serde_json::from_str(out.trim())
-        .map_err(|e| BenchError::contender("guestctl", format!("ping --json: {e}: {out}")))?;
-    run.guestctl_pings = v["rtt_ms"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(serde_json::Value::as_f64)
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-                .collect()
-        })
-        .unwrap_or_default();
+    run.guestctl_pings = round_trips(&out, "rtt_ms", 1e-3)
+        .map_err(|e| BenchError::contender("guestctl", format!("ping --json: {e}")))?;
     for _ in 0..20 {
         let t = Instant::now();
         crate::scratch::run(std::process::Command::new(&plan.guestctl).args([
@@ -749,17 +740,8 @@ fn python_pings(
             .args(["--interval-ms", &PING_INTERVAL.as_millis().to_string()])
             .env("PYTHONDONTWRITEBYTECODE", "1"),
     )?;
-    let v: serde_json::Value = serde_json::from_str(out.trim())
-        .map_err(|e| BenchError::contender("python", format!("ping_series.py: {e}: {out}")))?;
-    run.python_pings = v["rtt_us"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(serde_json::Value::as_f64)
-                .map(|us| Duration::from_secs_f64(us / 1e6))
-                .collect()
-        })
-        .unwrap_or_default();
+    run.python_pings = round_trips(&out, "rtt_us", 1e-6)
+        .map_err(|e| BenchError::contender("python", format!("ping_series.py: {e}")))?;
     if run.python_pings.len() != plan.pings {
         return Err(BenchError::contender(
             "python",
@@ -771,6 +753,23 @@ fn python_pings(
         ));
     }
     Ok(())
+}
+
+/// The round trips a client printed as one JSON object: the numbers of its array `key`, each
+/// `unit` seconds.
+fn round_trips(out: &str, key: &str, unit: f64) -> Result<Vec<Duration>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).map_err(|e| format!("{e}: {out}"))?;
+    v[key]
+        .as_array()
+        .ok_or_else(|| format!("no array {key:?}: {out}"))?
+        .iter()
+        .map(|n| {
+            n.as_f64()
+                .map(|x| Duration::from_secs_f64(x * unit))
+                .ok_or_else(|| format!("{n} in {key:?} is not a number"))
+        })
+        .collect()
 }
 
 /// qemu-ga through the same Pings and freezes.
@@ -972,6 +971,20 @@ mod tests {
             assert_eq!(on(*cfg), i);
         }
         assert_eq!(LADDER[3].1, AgentConfig::FULL);
+    }
+
+    #[test]
+    fn round_trips_are_read_in_their_unit() {
+        let got = round_trips(r#"{"rtt_us": [250, 1.5]}"#, "rtt_us", 1e-6).unwrap();
+        assert_eq!(
+            got,
+            [Duration::from_micros(250), Duration::from_nanos(1500)]
+        );
+        let got = round_trips("{\"version\":\"x\",\"rtt_ms\":[0.5]}\n", "rtt_ms", 1e-3).unwrap();
+        assert_eq!(got, [Duration::from_micros(500)]);
+        assert!(round_trips(r#"{"rtt_ms": [1]}"#, "rtt_us", 1e-6).is_err());
+        assert!(round_trips(r#"{"rtt_us": ["x"]}"#, "rtt_us", 1e-6).is_err());
+        assert!(round_trips("not json", "rtt_us", 1e-6).is_err());
     }
 
     #[test]
