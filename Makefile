@@ -36,14 +36,14 @@ soak: setup
 # latency, start-up, binary size) against qemu-guest-agent; writes both sections of BENCHMARKS.md.
 bench: setup
 	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
-	$(CARGO) build --profile guest --target x86_64-unknown-linux-musl -p guest-agent
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench
 	target/release/freeze-bench --footprint
 
 # Only the footprint section.
 bench-footprint: setup
 	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
-	$(CARGO) build --profile guest --target x86_64-unknown-linux-musl -p guest-agent
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench --footprint
 
 # eBPF observer on this kernel: overhead and freeze coverage (loop filesystems it makes) of

@@ -1,12 +1,10 @@
 #!/usr/bin/env python3
 """Ping round trips from Python, for `freeze-bench --footprint`: the agent through grpcio
 (one channel, what a Python host integrator writes; stubs generated from the project's
-.proto by tests/clients/python/guest_client.py's generator), or qemu-guest-agent through
-its JSON line protocol on a unix socket.
+.proto by tests/clients/python/guest_client.py's generator).
 
     ping_series.py --agent unix:///abs/agent.sock --proto-root DIR --gen-dir DIR \
                    --count N --interval-ms MS [--warmup W]
-    ping_series.py --qga /abs/qga.sock --count N --interval-ms MS [--warmup W]
 
 Prints one JSON object: {"rtt_us": [N round trips in microseconds]}. Round trips are timed
 with time.perf_counter_ns around the call; calls start every MS milliseconds (paced like the
@@ -16,7 +14,6 @@ bench's own client); W unmeasured calls first warm the connection.
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 
@@ -35,37 +32,16 @@ def agent_pinger(args):
     return lambda: stub.Ping(request, timeout=5)
 
 
-def qga_pinger(args):
-    """A function doing one guest-ping over one unix socket connection."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    sock.connect(args.qga)
-    reader = sock.makefile("rb")
-    line = b'{"execute": "guest-ping"}\n'
-
-    def ping():
-        sock.sendall(line)
-        answer = reader.readline()
-        if b'"return"' not in answer:
-            raise RuntimeError(f"qemu-ga answered {answer!r}")
-
-    return ping
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--agent")
-    target.add_argument("--qga")
-    p.add_argument("--proto-root")
-    p.add_argument("--gen-dir")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--proto-root", required=True)
+    p.add_argument("--gen-dir", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--interval-ms", type=float, required=True)
     p.add_argument("--warmup", type=int, default=20)
     args = p.parse_args()
-    if args.agent and not (args.proto_root and args.gen_dir):
-        p.error("--agent needs --proto-root and --gen-dir")
-    ping = agent_pinger(args) if args.agent else qga_pinger(args)
+    ping = agent_pinger(args)
     for _ in range(args.warmup):
         ping()
     interval = int(args.interval_ms * 1e6)

@@ -93,7 +93,7 @@ pub struct Args {
     #[arg(long)]
     pub footprint: bool,
     /// Static musl agent as shipped into guests, measured by `--footprint` when it exists.
-    /// Default: target/x86_64-unknown-linux-musl/guest/guest-agent (`--profile guest`).
+    /// Default: target/x86_64-unknown-linux-musl/release/guest-agent.
     #[arg(long)]
     pub musl_agent_bin: Option<PathBuf>,
     /// Copy the contenders' logs into this directory at the end (the scratch directory is
@@ -236,11 +236,9 @@ impl Args {
                 .agent_bin
                 .clone()
                 .unwrap_or_else(|| root.join("target/release/guest-agent")),
-            musl_agent: self
-                .musl_agent_bin
-                .clone()
-                .unwrap_or_else(|| root.join("target/x86_64-unknown-linux-musl/guest/guest-agent")),
-            musl_release_agent: root.join("target/x86_64-unknown-linux-musl/release/guest-agent"),
+            musl_agent: self.musl_agent_bin.clone().unwrap_or_else(|| {
+                root.join("target/x86_64-unknown-linux-musl/release/guest-agent")
+            }),
             vm_agent: root.join("target/x86_64-unknown-linux-musl/debug/guest-agent"),
             qemu_ga: self.qemu_ga_bin.clone(),
             guestctl: root.join("target/release/guestctl"),
@@ -321,7 +319,7 @@ mod tests {
         );
         assert!(p
             .musl_agent
-            .ends_with("x86_64-unknown-linux-musl/guest/guest-agent"));
+            .ends_with("x86_64-unknown-linux-musl/release/guest-agent"));
         assert!(p
             .vm_agent
             .ends_with("x86_64-unknown-linux-musl/debug/guest-agent"));

@@ -395,8 +395,10 @@ impl Metrics {
     }
 }
 
-/// Service and method names the agent serves; their label values need no allocation per call.
-const GRPC_NAMES: [&str; 16] = [
+/// Service and method names the agent serves (and `other`, for methods that do not exist):
+/// their label values need no allocation per call. A unit test checks the list against the
+/// served services' descriptors, so a new RPC cannot be left out.
+const GRPC_NAMES: [&str; 15] = [
     "boxlite.v1.Guest",
     "Init",
     "Ping",
@@ -404,6 +406,7 @@ const GRPC_NAMES: [&str; 16] = [
     "Quiesce",
     "Thaw",
     "FreezeStatus",
+    "boxlite.v1.GuestMetrics",
     "GetMetrics",
     "grpc.health.v1.Health",
     "Check",
@@ -411,14 +414,13 @@ const GRPC_NAMES: [&str; 16] = [
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     "ServerReflectionInfo",
-    "other",
-    "List",
 ];
 
 /// `name` as a label value: a static string for the names in [`GRPC_NAMES`], else a copy.
 fn grpc_label(name: &str) -> opentelemetry::Value {
     match GRPC_NAMES.iter().find(|n| **n == name) {
         Some(n) => opentelemetry::Value::from(*n),
+        None if name == "other" => opentelemetry::Value::from("other"),
         None => opentelemetry::Value::from(name.to_owned()),
     }
 }
@@ -749,5 +751,27 @@ mod tests {
             panic!("not a string")
         };
         assert_eq!(v.as_str(), "NotServed");
+    }
+
+    #[test]
+    fn grpc_names_are_exactly_the_served_services_and_methods() {
+        use prost::Message;
+        let mut served = BTreeSet::new();
+        for fds in [
+            guest_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(fds).unwrap();
+            for file in set.file {
+                for svc in &file.service {
+                    served.insert(format!("{}.{}", file.package(), svc.name()));
+                    served.extend(svc.method.iter().map(|m| m.name().to_owned()));
+                }
+            }
+        }
+        let listed: BTreeSet<String> = GRPC_NAMES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(listed, served);
     }
 }

@@ -76,11 +76,9 @@ pub struct FootprintPlan {
     pub image_mib: u64,
     /// The release agent (glibc).
     pub agent: PathBuf,
-    /// The static musl agent as shipped into guests (`--profile guest`), measured too when
-    /// it exists.
+    /// The static musl agent as shipped into guests (`--release --target
+    /// x86_64-unknown-linux-musl`), measured too when it exists.
     pub musl_agent: PathBuf,
-    /// The static musl agent with the plain release profile, sized when it exists.
-    pub musl_release_agent: PathBuf,
     /// The VM suite's static musl agent (tests/vm/build-guest.sh: a debug build), sized only.
     pub vm_agent: PathBuf,
     /// qemu-ga.
@@ -385,7 +383,7 @@ pub fn run(
             plan,
             &rig,
             &plan.musl_agent,
-            "agent (static musl, guest profile)",
+            "agent (static musl)",
             &receiver,
             stop,
         )?);
@@ -410,7 +408,7 @@ pub fn run(
             plan,
             &rig,
             &plan.musl_agent,
-            "agent (static musl, guest profile)",
+            "agent (static musl)",
             AgentConfig::FULL,
             true,
             &receiver,
@@ -418,8 +416,8 @@ pub fn run(
         )?);
     } else {
         results.notes.push(format!(
-            "{} not found: the static musl agent was not measured (`cargo build --profile \
-             guest --target x86_64-unknown-linux-musl -p guest-agent`).",
+            "{} not found: the static musl agent was not measured (`cargo build --release \
+             --target x86_64-unknown-linux-musl -p guest-agent`).",
             plan.musl_agent.display()
         ));
     }
@@ -443,9 +441,8 @@ pub fn run(
     let dir = rig.scratch.root.clone();
     for (label, path) in [
         ("agent, release (glibc, dynamic)", &plan.agent),
-        ("agent, static musl, release", &plan.musl_release_agent),
         (
-            "agent, static musl, guest profile (opt-level s, fat LTO, 1 codegen unit)",
+            "agent, static musl, release (opt-level s, fat LTO, 1 codegen unit)",
             &plan.musl_agent,
         ),
         (
