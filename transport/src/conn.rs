@@ -8,11 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio_vsock::VsockStream;
 use tonic::transport::server::Connected;
 
 use crate::authority::RelaxedAuthority;
+use crate::quiet::QuietStream;
 
 /// An accepted connection. Implements tokio's `AsyncRead`/`AsyncWrite` and tonic's
 /// [`Connected`], so a stream of `Conn` can be handed to `serve_with_incoming*`.
@@ -21,8 +22,9 @@ use crate::authority::RelaxedAuthority;
 /// what grpc-core and grpc-java clients send there is a socket path, which h2 would refuse.
 #[derive(Debug)]
 pub enum Conn {
-    /// A unix domain socket peer (a local process).
-    Unix(RelaxedAuthority<UnixStream>),
+    /// A unix domain socket peer (a local process), watched for read readiness only
+    /// ([`QuietStream`]).
+    Unix(RelaxedAuthority<QuietStream>),
     /// A TCP peer.
     Tcp(TcpStream),
     /// A vsock peer (normally the host, CID 2).
@@ -81,9 +83,13 @@ impl Conn {
     pub fn info(&self) -> ConnInfo {
         match self {
             Conn::Unix(s) => {
-                let cred = s.get_ref().peer_cred().ok();
+                let cred = nix::sys::socket::getsockopt(
+                    s.get_ref().get_ref(),
+                    nix::sys::socket::sockopt::PeerCredentials,
+                )
+                .ok();
                 ConnInfo::Unix {
-                    pid: cred.and_then(|c| c.pid()),
+                    pid: cred.map(|c| c.pid()),
                     uid: cred.map(|c| c.uid()),
                 }
             }
@@ -172,6 +178,7 @@ impl AsyncWrite for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn conn_info_displays_the_peer() {
@@ -194,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn unix_conn_reports_our_own_credentials() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let info = Conn::Unix(RelaxedAuthority::new(a)).connect_info();
+        let info = Conn::Unix(RelaxedAuthority::new(QuietStream::new(a).unwrap())).connect_info();
         let me = std::process::id() as i32;
         assert_eq!(
             info,

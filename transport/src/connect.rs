@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{HandshakeError, TransportError};
 use crate::hybrid;
+use crate::quiet::QuietStream;
 use crate::tls::ClientTls;
 use crate::uri::ConnectUri;
 
@@ -66,7 +67,7 @@ pub async fn connect_stream_with(
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(connect_err)?;
-            Ok(Box::new(s))
+            Ok(Box::new(quiet(s).map_err(connect_err)?))
         }
         ConnectUri::Tcp { host, port } => {
             let s = tokio::time::timeout_at(deadline, TcpStream::connect((host.as_str(), *port)))
@@ -105,7 +106,7 @@ pub async fn connect_stream_with(
             match hybrid::handshake(&mut s, *port, remaining).await {
                 Ok(host_port) => {
                     tracing::debug!(uri = %text, host_port, "hybrid vsock connected");
-                    Ok(Box::new(s))
+                    Ok(Box::new(quiet(s).map_err(connect_err)?))
                 }
                 // Report the caller's timeout, not the remainder left for the handshake.
                 Err(HandshakeError::Timeout { port, .. }) => Err(TransportError::Handshake {
@@ -119,6 +120,12 @@ pub async fn connect_stream_with(
             }
         }
     }
+}
+
+/// Moves a connected unix stream to a [`QuietStream`]: the agent reading our request then
+/// does not wake this process (see [`crate::quiet`]).
+fn quiet(s: UnixStream) -> std::io::Result<QuietStream> {
+    QuietStream::new(s.into_std()?)
 }
 
 /// Opens a tonic `Channel` to the agent at `uri`.

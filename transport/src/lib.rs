@@ -58,6 +58,7 @@ mod connect;
 mod error;
 pub mod hybrid;
 mod listen;
+pub mod quiet;
 pub mod tls;
 mod unix_file;
 mod uri;

@@ -13,6 +13,7 @@ use tokio_vsock::{VsockAddr, VsockListener};
 use crate::authority::RelaxedAuthority;
 use crate::conn::Conn;
 use crate::error::TransportError;
+use crate::quiet::QuietStream;
 use crate::tls::{ServerTls, HANDSHAKE_TIMEOUT};
 use crate::unix_file::{bind_unix, SocketFile};
 use crate::uri::{ListenUri, CID_ANY, CID_HOST};
@@ -189,9 +190,10 @@ impl Listener {
                 let _ = stream.set_nodelay(true);
                 handshake(tls, stream, peer).await
             }
-            Inner::Unix { listener, .. } => Ok(Conn::Unix(RelaxedAuthority::new(
-                listener.accept().await?.0,
-            ))),
+            Inner::Unix { listener, .. } => {
+                let stream = listener.accept().await?.0.into_std()?;
+                Ok(Conn::Unix(RelaxedAuthority::new(QuietStream::new(stream)?)))
+            }
             Inner::Tcp(l) => {
                 let (stream, _) = l.accept().await?;
                 // gRPC messages are small request/response pairs: do not delay them.
