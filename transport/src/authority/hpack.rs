@@ -9,7 +9,10 @@
 //! from `httlib-huffman` (flattened tables, no allocation per string).
 //!
 //! Decoded bytes are handed out as borrowed slices into a scratch buffer the decoder reuses,
-//! so a block allocates nothing once the connection is warm.
+//! so a block allocates nothing once the connection is warm. Values the rewriter never
+//! looks at are not decoded at all: a literal that does not enter the dynamic table and is
+//! not `:authority` comes out as [`Value::Huffman`], its bytes as sent (clients send `:path`
+//! like that on every request). Such a value's Huffman code is then checked only by h2.
 
 use std::collections::VecDeque;
 
@@ -41,6 +44,29 @@ pub enum HpackError {
     #[error("invalid dynamic table size update")]
     SizeUpdate,
 }
+
+/// A header value as [`HpackDecoder::decode`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// The value itself.
+    Decoded(&'a [u8]),
+    /// The value's Huffman code as the block carries it (RFC 7541 5.2), not decoded: only
+    /// for literals that neither enter the dynamic table nor are `:authority`.
+    Huffman(&'a [u8]),
+}
+
+impl Value<'_> {
+    /// An upper bound of the decoded length: Huffman codes are at least 5 bits long.
+    pub fn max_len(&self) -> usize {
+        match self {
+            Value::Decoded(v) => v.len(),
+            Value::Huffman(code) => code.len() * 8 / 5,
+        }
+    }
+}
+
+/// The name every rewrite is about.
+const AUTHORITY: &[u8] = b":authority";
 
 /// A dynamic table entry: name and value.
 type Entry = (Box<[u8]>, Box<[u8]>);
@@ -85,11 +111,12 @@ impl HpackDecoder {
     }
 
     /// Decodes one complete header block, calling `field(name, value)` for each header in
-    /// order. On error the dynamic table may be part-updated: the connection must be closed.
+    /// order (see [`Value`] for which values stay Huffman-coded). On error the dynamic table
+    /// may be part-updated: the connection must be closed.
     pub fn decode(
         &mut self,
         mut block: &[u8],
-        mut field: impl FnMut(&[u8], &[u8]),
+        mut field: impl FnMut(&[u8], Value<'_>),
     ) -> Result<(), HpackError> {
         let mut first = true;
         while let Some(&b) = block.first() {
@@ -99,7 +126,7 @@ impl HpackDecoder {
                 let index = integer(&mut block, 7)?;
                 let (name, value) = self.entry(index)?;
                 let (name, value) = (self.resolve(name), self.resolve(value));
-                field(name, value);
+                field(name, Value::Decoded(value));
             } else if b & 0xe0 == 0x20 {
                 // Dynamic table size update (6.3): only at the start of a block.
                 let size = integer(&mut block, 5)?;
@@ -119,13 +146,22 @@ impl HpackDecoder {
                 } else {
                     self.entry(index)?.0
                 };
-                let value = self.string(&mut block)?;
                 if indexing {
+                    let value = self.string(&mut block)?;
                     let entry: Entry = (self.resolve(name).into(), self.resolve(value).into());
-                    field(&entry.0, &entry.1);
+                    field(&entry.0, Value::Decoded(&entry.1));
                     self.insert(entry);
+                } else if self.resolve(name) == AUTHORITY {
+                    let value = self.string(&mut block)?;
+                    field(self.resolve(name), Value::Decoded(self.resolve(value)));
                 } else {
-                    field(self.resolve(name), self.resolve(value));
+                    let (huffman, raw) = string_raw(&mut block)?;
+                    let value = if huffman {
+                        Value::Huffman(raw)
+                    } else {
+                        Value::Decoded(raw)
+                    };
+                    field(self.resolve(name), value);
                 }
             }
             first = false;
@@ -165,13 +201,7 @@ impl HpackDecoder {
 
     /// Reads a string literal (5.2) into the scratch buffer.
     fn string(&mut self, block: &mut &[u8]) -> Result<Str, HpackError> {
-        let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
-        let len = integer(block, 7)?;
-        if len > block.len() {
-            return Err(HpackError::Truncated);
-        }
-        let (raw, rest) = block.split_at(len);
-        *block = rest;
+        let (huffman, raw) = string_raw(block)?;
         let start = self.scratch.len();
         if huffman {
             httlib_huffman::decode(raw, &mut self.scratch, DecoderSpeed::FourBits)
@@ -211,6 +241,18 @@ impl HpackDecoder {
     pub(crate) fn table_size(&self) -> usize {
         self.size
     }
+}
+
+/// Reads a string literal (5.2) as it is coded: whether it is Huffman-coded, and its bytes.
+fn string_raw<'a>(block: &mut &'a [u8]) -> Result<(bool, &'a [u8]), HpackError> {
+    let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+    let len = integer(block, 7)?;
+    if len > block.len() {
+        return Err(HpackError::Truncated);
+    }
+    let (raw, rest) = block.split_at(len);
+    *block = rest;
+    Ok((huffman, raw))
 }
 
 /// Reads an integer with an `n`-bit prefix (5.1). Values above 2^28 are refused (no header

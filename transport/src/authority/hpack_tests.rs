@@ -2,9 +2,26 @@ use super::*;
 
 type Headers = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Decodes a block to its headers, also decoding the values the decoder left coded (a
+/// bad code in one of those is reported as h2 would: [`HpackError::Huffman`]).
 fn decode(d: &mut HpackDecoder, block: &[u8]) -> Result<Headers, HpackError> {
     let mut out = Vec::new();
-    d.decode(block, |n, v| out.push((n.to_vec(), v.to_vec())))?;
+    let mut bad_code = false;
+    d.decode(block, |n, v| {
+        let value = match v {
+            Value::Decoded(v) => v.to_vec(),
+            Value::Huffman(code) => {
+                let mut plain = Vec::new();
+                bad_code |=
+                    httlib_huffman::decode(code, &mut plain, DecoderSpeed::FourBits).is_err();
+                plain
+            }
+        };
+        out.push((n.to_vec(), value))
+    })?;
+    if bad_code {
+        return Err(HpackError::Huffman);
+    }
     Ok(out)
 }
 
@@ -243,10 +260,45 @@ fn malformed_blocks_are_errors() {
     put_integer(&mut up, 4097, 5, 0x20);
     assert_eq!(decode(&mut d, &up), Err(HpackError::SizeUpdate));
     assert_eq!(decode(&mut d, &[0x82, 0x20]), Err(HpackError::SizeUpdate));
-    // A Huffman-coded value holding the EOS symbol (30 one bits).
+    // A Huffman-coded value holding the EOS symbol (30 one bits), entering the table.
     assert_eq!(
-        decode(&mut d, &[0x00, 0x01, b'a', 0x84, 0xff, 0xff, 0xff, 0xff]),
+        d.decode(&[0x40, 0x01, b'a', 0x84, 0xff, 0xff, 0xff, 0xff], |_, _| {}),
         Err(HpackError::Huffman)
+    );
+}
+
+/// Only values that enter the table or are `:authority` are decoded; other literals come
+/// out as their code, so a Ping's `:path` costs no Huffman decoding.
+#[test]
+fn only_indexed_and_authority_values_are_decoded() {
+    let mut coded = Vec::new();
+    httlib_huffman::encode(b"/boxlite.v1.Guest/Ping", &mut coded).unwrap();
+    let mut block = vec![0x04]; // without indexing, name :path (static 4)
+    put_integer(&mut block, coded.len(), 7, 0x80);
+    block.extend_from_slice(&coded);
+    block.push(0x01); // without indexing, name :authority (static 1)
+    put_string(&mut block, b"%2Frun%2Fagent.sock", true);
+    block.push(0x40 | 0x3a); // incremental indexing, name user-agent (static 58)
+    put_string(&mut block, b"grpc-python/1.0", true);
+    let mut got = Vec::new();
+    HpackDecoder::new()
+        .decode(&block, |n, v| {
+            got.push((n.to_vec(), v.max_len(), matches!(v, Value::Huffman(_))))
+        })
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            (b":path".to_vec(), coded.len() * 8 / 5, true),
+            (b":authority".to_vec(), 19, false),
+            (b"user-agent".to_vec(), 15, false),
+        ]
+    );
+    // An invalid code in a value left coded is h2's to find: it decodes every value.
+    let mut d = HpackDecoder::new();
+    assert_eq!(
+        d.decode(&[0x00, 0x01, b'a', 0x84, 0xff, 0xff, 0xff, 0xff], |_, _| {}),
+        Ok(())
     );
 }
 

@@ -15,7 +15,7 @@
 //! following the client's table. A connection that does not start with the HTTP/2 preface
 //! (HTTP/1.1 on the metrics listener, say) is passed through untouched.
 
-use super::hpack::HpackDecoder;
+use super::hpack::{HpackDecoder, Value};
 
 /// The HTTP/2 client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -326,19 +326,21 @@ impl AuthorityRewriter {
         let mut changed = false;
         self.decoder
             .decode(&block.fragments, |name, value| {
-                decoded += name.len() + value.len() + 32;
+                // Values left Huffman-coded count at their longest decoding.
+                decoded += name.len() + value.max_len() + 32;
                 if decoded > MAX_HEADER_BLOCK {
                     return;
                 }
-                if name == b":authority" && !valid_authority(value) {
-                    tracing::debug!(
-                        authority = %String::from_utf8_lossy(value),
-                        "HTTP/2 :authority is not a URI authority; serving it as {REPLACEMENT}"
-                    );
-                    encode_literal(encoded, name, REPLACEMENT.as_bytes());
-                    changed = true;
-                } else {
-                    encode_literal(encoded, name, value);
+                match value {
+                    Value::Decoded(v) if name == b":authority" && !valid_authority(v) => {
+                        tracing::debug!(
+                            authority = %String::from_utf8_lossy(v),
+                            "HTTP/2 :authority is not a URI authority; serving it as {REPLACEMENT}"
+                        );
+                        encode_literal(encoded, name, Value::Decoded(REPLACEMENT.as_bytes()));
+                        changed = true;
+                    }
+                    value => encode_literal(encoded, name, value),
                 }
             })
             .map_err(|e| RewriteError::Hpack(e.to_string()))?;
@@ -419,13 +421,18 @@ fn valid_authority(value: &[u8]) -> bool {
 }
 
 /// Appends a "literal header field without indexing, new name" (RFC 7541 6.2.2): it neither
-/// reads nor changes the receiver's dynamic table. Strings are not Huffman-coded.
-fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// reads nor changes the receiver's dynamic table. The name and a decoded value are written
+/// plain, a value left Huffman-coded keeps its code.
+fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: Value<'_>) {
     out.push(0x00);
-    for s in [name, value] {
-        encode_integer(out, s.len(), 7, 0x00);
-        out.extend_from_slice(s);
-    }
+    encode_integer(out, name.len(), 7, 0x00);
+    out.extend_from_slice(name);
+    let (h, bytes) = match value {
+        Value::Decoded(v) => (0x00, v),
+        Value::Huffman(code) => (0x80, code),
+    };
+    encode_integer(out, bytes.len(), 7, h);
+    out.extend_from_slice(bytes);
 }
 
 /// Appends an HPACK integer with an `n`-bit prefix (RFC 7541 5.1); `first` carries the

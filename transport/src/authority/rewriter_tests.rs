@@ -155,6 +155,50 @@ fn once_rewritten_every_later_block_is_reencoded_even_with_a_valid_authority() {
     }
 }
 
+/// Appends a Huffman-coded string literal (RFC 7541 5.2).
+fn huffman_string(out: &mut Vec<u8>, s: &[u8]) {
+    let mut code = Vec::new();
+    httlib_huffman::encode(s, &mut code).unwrap();
+    encode_integer(out, code.len(), 7, 0x80);
+    out.extend_from_slice(&code);
+}
+
+#[test]
+fn huffman_coded_values_left_coded_reach_the_server_intact_when_rewritten() {
+    // As grpc-core codes a request: `:path` a Huffman literal without indexing (never
+    // decoded by the rewriter), the socket path as `:authority` entering the table, and
+    // the second request referring to that entry.
+    let path = b"/boxlite.v1.Guest/Ping";
+    let mut input = PREFACE.to_vec();
+    for stream in [1u32, 3] {
+        let mut block = vec![0x83, 0x86, 0x04];
+        huffman_string(&mut block, path);
+        if stream == 1 {
+            block.push(0x41);
+            huffman_string(&mut block, SOCKET_AUTHORITY);
+        } else {
+            block.push(0xbe);
+        }
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, stream, &block));
+    }
+    for chunk in [1, 4, 4096] {
+        let (blocks, _) = server_view(&rewrite(&input, chunk).unwrap());
+        assert_eq!(blocks.len(), 2);
+        for (_, _, headers) in &blocks {
+            let expected: Headers = [
+                (&b":method"[..], &b"POST"[..]),
+                (b":scheme", b"http"),
+                (b":path", path),
+                (b":authority", b"localhost"),
+            ]
+            .iter()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect();
+            assert_eq!(headers, &expected, "chunk {chunk}");
+        }
+    }
+}
+
 #[test]
 fn padding_priority_and_continuations_are_handled() {
     let mut enc = Encoder::new();
@@ -265,7 +309,7 @@ fn hpack_integers_round_trip_through_the_decoder() {
     for len in [0usize, 1, 126, 127, 128, 255, 16_383, 70_000] {
         let value = vec![b'v'; len];
         let mut block = Vec::new();
-        encode_literal(&mut block, b"x-n", &value);
+        encode_literal(&mut block, b"x-n", Value::Decoded(&value));
         let decoded = Decoder::new().decode(&block).unwrap();
         assert_eq!(decoded, vec![(b"x-n".to_vec(), value)], "length {len}");
     }
