@@ -20,6 +20,7 @@
 //! qemu-ga runs in a mount namespace that shows only them; [`Rig`]'s `Drop` thaws them all
 //! (also on panic) before writers are joined and processes stopped.
 
+pub mod bare_h2;
 pub mod otlp;
 pub mod report;
 pub mod sys;
@@ -222,6 +223,8 @@ pub struct ProcessRun {
     pub guestctl_oneshot: Vec<Duration>,
     /// Round trips of Python's grpcio on one channel (`bench/python/ping_series.py`).
     pub python_pings: Vec<Duration>,
+    /// Round trips of the bare HTTP/2 client ([`bare_h2`]), as thin as qemu-ga's.
+    pub bare_pings: Vec<Duration>,
     /// Ping round trips while the K filesystems were frozen with writers blocked.
     pub ping_frozen: Vec<Duration>,
     /// Fewest writers seen blocked (D state) in any freeze of that phase, and K.
@@ -616,6 +619,11 @@ fn run_agent(
         });
     }
     workload(plan, rig, &mut agent, pid, &mut run, stop)?;
+    if frozen {
+        check_stop(stop)?;
+        run.bare_pings = bare_h2::ping_series(&socket, plan.pings, PING_INTERVAL)
+            .map_err(|e| BenchError::contender("bare HTTP/2 client", e.to_string()))?;
+    }
     if frozen && plan.guestctl.exists() {
         guestctl_pings(plan, &socket, &mut run)?;
     }

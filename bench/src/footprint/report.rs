@@ -125,6 +125,7 @@ fn targets(out: &mut String, r: &FootprintResults) {
                 &agent.ping_frozen,
             ),
             ("Ping idle from Python's grpcio", &agent.python_pings),
+            ("Ping idle from a bare HTTP/2 client", &agent.bare_pings),
         ] {
             if let Some(s) = Summary::of(samples) {
                 let _ = writeln!(
@@ -296,6 +297,32 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
             n = run.guestctl_pings.len(),
         );
     }
+    let qga = r
+        .runs
+        .iter()
+        .find(|run| run.label == "qemu-ga")
+        .and_then(|q| Summary::of(&q.ping_idle));
+    for run in r.runs.iter().filter(|run| !run.bare_pings.is_empty()) {
+        let ratio = match (Summary::of(&run.bare_pings), &qga) {
+            (Some(b), Some(q)) => format!(
+                "; against qemu-ga's idle Ping from its JSON-line client in the same run, p50 \
+                 {:.2}x, p99 {:.2}x",
+                b.p50.as_secs_f64() / q.p50.as_secs_f64(),
+                b.p99.as_secs_f64() / q.p99.as_secs_f64()
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "A bare HTTP/2 client (`bench/src/footprint/bare_h2.rs`: blocking socket, request \
+             frames encoded once, no runtime; as thin as the JSON-line client used for qemu-ga, \
+             so this is what the agent's side costs) against `{}`, {n} Pings one every 4 ms \
+             after 20 unmeasured: {}{ratio}.\n",
+            run.label,
+            lat(&run.bare_pings),
+            n = run.bare_pings.len(),
+        );
+    }
     for run in r.runs.iter().filter(|run| !run.python_pings.is_empty()) {
         let _ = writeln!(
             out,
@@ -402,11 +429,17 @@ mod tests {
             ping_idle: vec![Duration::from_micros(50); 10],
             ping_frozen: vec![Duration::from_micros(300); 10],
             python_pings: vec![Duration::from_micros(120); 10],
+            bare_pings: vec![Duration::from_micros(45); 10],
             blocked: Some((8, 8)),
             ..ProcessRun::default()
         };
+        let qga = ProcessRun {
+            label: "qemu-ga".into(),
+            ping_idle: vec![Duration::from_micros(30); 10],
+            ..ProcessRun::default()
+        };
         let r = FootprintResults {
-            runs: vec![agent],
+            runs: vec![agent, qga],
             ready: vec![ReadyTimes {
                 label: "agent".into(),
                 cold: vec![Duration::from_millis(40)],
@@ -448,6 +481,14 @@ mod tests {
         );
         assert!(
             text.contains("10 Pings one every 4 ms after 20 unmeasured) against `agent`: 120 µs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| Ping idle from a bare HTTP/2 client, p50 / p99 | agent | 45 µs / 45 µs | ≤ 60 µs / ≤ 250 µs | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("after 20 unmeasured: 45 µs / 45 µs / 45 µs (10); against qemu-ga's idle Ping from its JSON-line client in the same run, p50 1.50x, p99 1.50x."),
             "{text}"
         );
     }
