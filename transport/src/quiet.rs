@@ -31,6 +31,10 @@ pub struct QuietStream {
     io: AsyncFd<UnixStream>,
     /// A duplicate of the socket, registered for write readiness while a write is blocked.
     write_wait: Option<AsyncFd<OwnedFd>>,
+    /// False until the first read: bytes that arrived before the socket was registered
+    /// (after a hybrid vsock handshake, say) are read at once instead of after a reactor
+    /// turn, so the protocol above sees them as early as on a fresh tokio stream.
+    read_once: bool,
 }
 
 impl QuietStream {
@@ -41,6 +45,7 @@ impl QuietStream {
         Ok(QuietStream {
             io: register(socket, Interest::READABLE)?,
             write_wait: None,
+            read_once: false,
         })
     }
 
@@ -95,22 +100,19 @@ impl AsyncRead for QuietStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.read_once {
+            this.read_once = true;
+            match recv(this.io.get_ref(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r.map(drop)),
+            }
+        }
         loop {
             let mut guard = ready!(this.io.poll_read_ready(cx))?;
-            // SAFETY: only written to by recv below, never read, and only the bytes recv
-            // reports are then marked initialised.
-            let dst = unsafe { buf.unfilled_mut() };
-            let want = dst.len();
-            let got = guard.try_io(|io| {
-                // SAFETY: `dst` is valid for writes of `want` bytes.
-                let n = unsafe { libc::recv(io.as_raw_fd(), dst.as_mut_ptr().cast(), want, 0) };
-                usize::try_from(n).map_err(|_| io::Error::last_os_error())
-            });
+            let want = buf.remaining();
+            let got = guard.try_io(|io| recv(io.get_ref(), buf));
             match got {
                 Ok(Ok(n)) => {
-                    // SAFETY: recv wrote the first `n` bytes of the unfilled part.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
                     // A short read emptied the socket: skip the read that would only
                     // return EWOULDBLOCK (tokio's own streams do the same).
                     if n > 0 && n < want {
@@ -118,10 +120,34 @@ impl AsyncRead for QuietStream {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 // EWOULDBLOCK: readiness was cleared; wait for the next edge.
                 Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// One `recv` into the unfilled part of `buf`, which it then advances; the byte count.
+fn recv(socket: &UnixStream, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+    loop {
+        // SAFETY: only written to by recv, never read; only the bytes recv reports are then
+        // marked initialised.
+        let dst = unsafe { buf.unfilled_mut() };
+        // SAFETY: `dst` is valid for writes of `dst.len()` bytes.
+        let n = unsafe { libc::recv(socket.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => {
+                // SAFETY: recv wrote the first `n` bytes of the unfilled part.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                return Ok(n);
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
     }
@@ -228,6 +254,22 @@ mod tests {
         // The method sees the write interest that tokio's own streams register.
         let (t, _u) = tokio::net::UnixStream::pair().unwrap();
         assert_eq!(epoll_masks(inode(&t)), [EPOLLIN | EPOLLOUT]);
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_before_registration_are_read_on_the_first_poll() {
+        // As after a hybrid vsock handshake: the peer's first bytes are already queued.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"HTTP/1.1 400").unwrap();
+        let mut a = QuietStream::new(a).unwrap();
+        let mut space = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut space);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // No reactor turn in between: a stream that waited for its first readiness event
+        // would be Pending here.
+        let first = Pin::new(&mut a).poll_read(&mut cx, &mut buf);
+        assert!(matches!(first, Poll::Ready(Ok(()))), "{first:?}");
+        assert_eq!(buf.filled(), b"HTTP/1.1 400");
     }
 
     #[tokio::test]
