@@ -41,7 +41,7 @@ use crate::error::BenchError;
 use crate::scratch::{LoopFs, LoopFsOptions, Scratch};
 use crate::writer::{self, Writer, WriterConfig};
 use otlp::{OtlpCounts, OtlpReceiver};
-use sys::{BinarySize, ProcStatus};
+use sys::{BinarySize, ProcStatus, SchedTotals};
 
 /// Pings are paced like the freeze-cost run's: one every this often.
 const PING_INTERVAL: Duration = Duration::from_millis(4);
@@ -217,6 +217,8 @@ pub struct ProcessRun {
     pub steps: Vec<(&'static str, ProcStatus)>,
     /// Idle Ping round trips.
     pub ping_idle: Vec<Duration>,
+    /// CPU time and context switches of the process over the idle Pings.
+    pub ping_idle_sched: Option<SchedTotals>,
     /// `guestctl ping --count N` round trips (one connection, connecting not included).
     pub guestctl_pings: Vec<Duration>,
     /// Whole `guestctl ping` runs: process start, connect, one Ping, exit.
@@ -804,6 +806,7 @@ fn workload(
     run: &mut ProcessRun,
     stop: &AtomicBool,
 ) -> Result<(), BenchError> {
+    let before = pid.and_then(SchedTotals::of);
     for i in 0..plan.pings {
         if i % 100 == 0 {
             check_stop(stop)?;
@@ -815,6 +818,8 @@ fn workload(
         run.ping_idle.push(t.elapsed());
         sleep_until(t + PING_INTERVAL);
     }
+    let after = pid.and_then(SchedTotals::of);
+    run.ping_idle_sched = before.zip(after).map(|(b, a)| a.since(&b));
     run.record("Pings", pid);
     let one = [rig.fss[0].mountpoint.clone()];
     rig.scratch.check_ours(&one[0])?;

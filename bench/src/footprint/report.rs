@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::sys::ProcStatus;
+use super::sys::{ProcStatus, SchedTotals};
 use super::{FootprintResults, ProcessRun};
 use crate::machine::Machine;
 use crate::stats::{ms, Summary};
@@ -62,6 +62,18 @@ fn lat_ms(samples: &[Duration]) -> String {
     Summary::of(samples).map_or("–".into(), |s| {
         format!("{} / {} / {} ms ({})", ms(s.p50), ms(s.p99), ms(s.max), s.n)
     })
+}
+
+/// "CPU / switches" per Ping over `n` Pings, e.g. `92 µs / 2.0`.
+fn per_ping(sched: Option<SchedTotals>, n: usize) -> String {
+    match sched {
+        Some(s) if n > 0 => format!(
+            "{} / {:.1}",
+            us(s.cpu / n as u32),
+            s.switches as f64 / n as f64
+        ),
+        _ => "–".into(),
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -260,19 +272,23 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
         out,
         "Round trip from a persistent client on the unix socket (tonic/HTTP/2 for the agent, \
          a line of JSON for qemu-ga's guest-ping), p50 / p99 / max (n). Frozen: all loop \
-         filesystems of the run frozen by the process itself, one writer blocked on each.\n"
+         filesystems of the run frozen by the process itself, one writer blocked on each. \
+         Per idle Ping: the server process's CPU time (all threads, from schedstat) and its \
+         context switches over the idle Pings, divided by their number; these depend far \
+         less on how fast the machine wakes a process than the round trips do.\n"
     );
     let _ = writeln!(
         out,
-        "| process | idle | frozen, writers blocked | writers blocked (fewest) | Quiesce+Thaw of 1 fs p50 / p99 / max | /metrics scrape |"
+        "| process | idle | per idle Ping: CPU / context switches | frozen, writers blocked | writers blocked (fewest) | Quiesce+Thaw of 1 fs p50 / p99 / max | /metrics scrape |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for run in r.runs.iter().chain(&r.ladder) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             run.label,
             lat(&run.ping_idle),
+            per_ping(run.ping_idle_sched, run.ping_idle.len()),
             lat(&run.ping_frozen),
             run.blocked
                 .map_or("–".into(), |(b, k)| format!("{b} of {k}")),
@@ -427,6 +443,10 @@ mod tests {
             label: "agent".into(),
             steps: vec![("started", st(9, 20)), ("end", st(10, 20))],
             ping_idle: vec![Duration::from_micros(50); 10],
+            ping_idle_sched: Some(SchedTotals {
+                cpu: Duration::from_micros(920),
+                switches: 20,
+            }),
             ping_frozen: vec![Duration::from_micros(300); 10],
             python_pings: vec![Duration::from_micros(120); 10],
             bare_pings: vec![Duration::from_micros(45); 10],
@@ -460,6 +480,14 @@ mod tests {
         );
         assert!(
             text.contains("| Ping idle, p50 / p99 | agent | 50 µs / 50 µs |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| agent | 50 µs / 50 µs / 50 µs (10) | 92 µs / 2.0 | 300 µs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| qemu-ga | 30 µs / 30 µs / 30 µs (10) | – |"),
             "{text}"
         );
         assert!(

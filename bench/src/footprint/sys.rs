@@ -5,6 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::BenchError;
 
@@ -148,6 +149,57 @@ pub fn binary_size(label: &str, path: &Path, scratch_dir: &Path) -> Option<Binar
     })
 }
 
+/// CPU time and context switches of all of a process's threads so far: what a phase of
+/// the workload cost the process, independent of how fast the machine wakes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedTotals {
+    /// Time on a CPU (`/proc/PID/task/TID/schedstat`, nanoseconds, summed over threads).
+    pub cpu: Duration,
+    /// Voluntary and involuntary context switches (`/proc/PID/task/TID/status`).
+    pub switches: u64,
+}
+
+impl SchedTotals {
+    /// Sums the threads of `pid` (threads that already exited are not counted).
+    pub fn of(pid: u32) -> Option<Self> {
+        let mut total = SchedTotals::default();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let read = |f: &str| std::fs::read_to_string(task.path().join(f)).ok();
+            let (Some(schedstat), Some(status)) = (read("schedstat"), read("status")) else {
+                continue; // the thread ended meanwhile
+            };
+            let t = parse_task(&schedstat, &status)?;
+            total.cpu += t.cpu;
+            total.switches += t.switches;
+        }
+        Some(total)
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub fn since(&self, earlier: &SchedTotals) -> SchedTotals {
+        SchedTotals {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+/// One thread's totals from its `schedstat` ("RUN_NS WAIT_NS SLICES") and `status` text.
+pub fn parse_task(schedstat: &str, status: &str) -> Option<SchedTotals> {
+    let run_ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().parse().ok()
+    };
+    Some(SchedTotals {
+        cpu: Duration::from_nanos(run_ns),
+        switches: field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?,
+    })
+}
+
 /// The shared libraries `ldd` resolves for `path` (empty for a static binary).
 fn shared_libraries(path: &Path) -> Option<Vec<PathBuf>> {
     let out = Command::new("ldd").arg(path).output().ok()?;
@@ -191,6 +243,38 @@ mod tests {
             })
         );
         assert_eq!(parse_status("VmRSS:\t1 kB\n"), None);
+    }
+
+    #[test]
+    fn task_totals_come_from_schedstat_and_both_switch_counts() {
+        let status = "Name:\tguest-agent\nvoluntary_ctxt_switches:\t1470\n\
+                      nonvoluntary_ctxt_switches:\t1944\n";
+        let t = parse_task("123456789 5000 42\n", status).unwrap();
+        assert_eq!(t.cpu, Duration::from_nanos(123_456_789));
+        assert_eq!(t.switches, 3414);
+        assert_eq!(parse_task("x 1 2", status), None);
+        assert_eq!(parse_task("1 2 3", "voluntary_ctxt_switches:\t1\n"), None);
+        let later = SchedTotals {
+            cpu: Duration::from_millis(5),
+            switches: 10,
+        };
+        let earlier = SchedTotals {
+            cpu: Duration::from_millis(2),
+            switches: 4,
+        };
+        assert_eq!(
+            later.since(&earlier),
+            SchedTotals {
+                cpu: Duration::from_millis(3),
+                switches: 6
+            }
+        );
+    }
+
+    #[test]
+    fn our_own_totals_are_read() {
+        let t = SchedTotals::of(std::process::id()).unwrap();
+        assert!(t.cpu > Duration::ZERO && t.switches > 0, "{t:?}");
     }
 
     #[test]
