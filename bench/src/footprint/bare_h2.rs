@@ -8,8 +8,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// HTTP/2 connection preface (RFC 9113 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+// The frame codec below is written apart from the agent's `:authority` rewriter on purpose
+// (a bench client must not share the server's bugs); only the preface constant is shared.
+use guest_transport::authority::PREFACE;
+
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
@@ -172,16 +174,23 @@ impl BareClient {
     }
 }
 
+/// The version a `PingResponse` carries (`string version = 1`, shorter than 128 bytes).
+fn ping_version(msg: &[u8]) -> io::Result<&str> {
+    match msg {
+        [0x0a, len, rest @ ..] if usize::from(*len) == rest.len() && !rest.is_empty() => {
+            std::str::from_utf8(rest).map_err(|e| protocol(format!("version not UTF-8: {e}")))
+        }
+        _ => Err(protocol(format!(
+            "not a PingResponse with a version: {msg:02x?}"
+        ))),
+    }
+}
+
 /// `n` Pings on one connection, one every `interval`, after 20 unmeasured ones; each must
-/// answer a non-empty message (the agent's version).
+/// answer a `PingResponse` with a version.
 pub fn ping_series(socket: &Path, n: usize, interval: Duration) -> io::Result<Vec<Duration>> {
     let mut c = BareClient::connect(socket, "/boxlite.v1.Guest/Ping", Duration::from_secs(5))?;
-    let check = |c: &mut BareClient| -> io::Result<()> {
-        match c.call()? {
-            m if m.is_empty() => Err(protocol("empty PingResponse".into())),
-            _ => Ok(()),
-        }
-    };
+    let check = |c: &mut BareClient| -> io::Result<()> { ping_version(&c.call()?).map(drop) };
     for _ in 0..20 {
         check(&mut c)?;
     }
@@ -257,6 +266,20 @@ mod tests {
         }
         drop(c);
         server.join().unwrap();
+    }
+
+    #[test]
+    fn only_a_ping_response_with_a_version_is_accepted() {
+        assert_eq!(ping_version(b"\x0a\x050.1.0").unwrap(), "0.1.0");
+        for bad in [
+            &b""[..],
+            b"\x0a\x00",
+            b"\x0a\x050.1",
+            b"\x12\x01x",
+            b"\x0a\x01\xff",
+        ] {
+            assert!(ping_version(bad).is_err(), "{bad:02x?}");
+        }
     }
 
     #[test]
