@@ -33,8 +33,10 @@ soak: setup
 	scripts/soak.sh
 
 # Freeze cost, agent vs qemu-guest-agent vs raw fsfreeze, then the footprint (memory, Ping
-# latency, start-up, binary size) against qemu-guest-agent; writes both sections of BENCHMARKS.md.
+# latency, instructions per Ping under valgrind's callgrind, start-up, binary size) against
+# qemu-guest-agent; writes both sections of BENCHMARKS.md.
 bench: setup
+	scripts/apt-ensure.sh bench valgrind
 	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench
@@ -42,6 +44,7 @@ bench: setup
 
 # Only the footprint section.
 bench-footprint: setup
+	scripts/apt-ensure.sh bench valgrind
 	$(CARGO) build --release -p guest-agent -p guestctl -p freeze-bench
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p guest-agent
 	target/release/freeze-bench --footprint

@@ -99,6 +99,12 @@ impl BareClient {
         })
     }
 
+    /// One Ping ([`Self::call`] on a client connected with the Ping path): the answer must
+    /// be a `PingResponse` carrying a version.
+    pub fn ping(&mut self) -> io::Result<()> {
+        ping_version(&self.call()?).map(drop)
+    }
+
     /// One call: HEADERS and an empty message in one write, then frames until the
     /// trailers end the stream. Returns the response message (without its 5-byte prefix).
     pub fn call(&mut self) -> io::Result<Vec<u8>> {
@@ -190,14 +196,13 @@ fn ping_version(msg: &[u8]) -> io::Result<&str> {
 /// answer a `PingResponse` with a version.
 pub fn ping_series(socket: &Path, n: usize, interval: Duration) -> io::Result<Vec<Duration>> {
     let mut c = BareClient::connect(socket, "/boxlite.v1.Guest/Ping", Duration::from_secs(5))?;
-    let check = |c: &mut BareClient| -> io::Result<()> { ping_version(&c.call()?).map(drop) };
     for _ in 0..20 {
-        check(&mut c)?;
+        c.ping()?;
     }
     let mut rtts = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        check(&mut c)?;
+        c.ping()?;
         rtts.push(t.elapsed());
         let next = t + interval;
         if let Some(d) = next.checked_duration_since(Instant::now()) {

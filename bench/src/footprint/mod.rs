@@ -9,6 +9,8 @@
 //! - **Ping latency** from a persistent client over the unix socket (tonic for the agent,
 //!   line-delimited JSON for qemu-ga), idle and while K loop filesystems are frozen with a
 //!   writer blocked on each.
+//! - **Instructions per Ping** ([`instructions`]): the server's user-space instructions under
+//!   callgrind, agent (from three clients) and qemu-ga; independent of the machine's speed.
 //! - **Start-up**: spawn to first answer (for the agent that includes attaching eBPF: the
 //!   observer is loaded before the listeners open), cold (the binary evicted from the page
 //!   cache) and warm.
@@ -21,6 +23,7 @@
 //! (also on panic) before writers are joined and processes stopped.
 
 pub mod bare_h2;
+pub mod instructions;
 pub mod otlp;
 pub mod report;
 pub mod sys;
@@ -40,6 +43,7 @@ use crate::contender::{scratch_path, Contender, ContenderKind};
 use crate::error::BenchError;
 use crate::scratch::{LoopFs, LoopFsOptions, Scratch};
 use crate::writer::{self, Writer, WriterConfig};
+use instructions::{Callgrind, InstrCount, QgaPinger};
 use otlp::{OtlpCounts, OtlpReceiver};
 use sys::{BinarySize, ProcStatus, SchedTotals};
 
@@ -296,6 +300,8 @@ pub struct FootprintResults {
     pub ready: Vec<ReadyTimes>,
     /// Binary sizes.
     pub sizes: Vec<BinarySize>,
+    /// Instructions per Ping under callgrind (empty without valgrind).
+    pub instructions: Vec<InstrCount>,
     /// Irregularities worth a line.
     pub notes: Vec<String>,
 }
@@ -443,6 +449,17 @@ pub fn run(
         )?);
     }
 
+    if instructions::available() {
+        eprintln!("instructions per Ping (callgrind)");
+        results.instructions = instruction_counts(plan, &rig, &receiver, stop)?;
+    } else {
+        results.notes.push(
+            "valgrind not found: instructions per Ping were not counted (`apt-get install \
+             valgrind`; `make bench-footprint` installs it)."
+                .into(),
+        );
+    }
+
     let dir = rig.scratch.root.clone();
     for (label, path) in [
         ("agent, release (glibc, dynamic)", &plan.agent),
@@ -472,6 +489,132 @@ pub fn run(
         }
     }
     Ok(results)
+}
+
+/// The gRPC path of Ping, for the bare client.
+const PING_PATH: &str = "/boxlite.v1.Guest/Ping";
+
+/// Instructions per Ping under callgrind: the release agent without eBPF (valgrind runs the
+/// user space only; the observer's share is in the ladder) from three clients, the agent
+/// with `/metrics` and OTLP export on from the bare client, and qemu-ga from its JSON-line
+/// client; `plan.pings` Pings each, back to back on one connection.
+fn instruction_counts(
+    plan: &FootprintPlan,
+    rig: &Rig,
+    receiver: &OtlpReceiver,
+    stop: &AtomicBool,
+) -> Result<Vec<InstrCount>, BenchError> {
+    let n = plan.pings;
+    let mut out = Vec::new();
+    let configs = [
+        ("agent, --ebpf off, no /metrics, no OTLP", LADDER[0].1, true),
+        (
+            "agent, --ebpf off, /metrics and OTLP export on",
+            AgentConfig {
+                ebpf: false,
+                ..AgentConfig::FULL
+            },
+            false,
+        ),
+    ];
+    for (label, cfg, all_clients) in configs {
+        check_stop(stop)?;
+        let socket = scratch_path(&rig.scratch, "cg-agent", ".sock");
+        let state = state_dir(&rig.scratch, &socket)?;
+        let mut argv = vec![plan.agent.clone().into_os_string()];
+        argv.extend(footprint_agent_args(
+            &socket,
+            &rig.mounts(),
+            &state,
+            cfg,
+            &receiver.endpoint,
+        ));
+        let mut cg = Callgrind::spawn(label, &argv, &rig.scratch.root)?;
+        let bare_err = |e: std::io::Error| BenchError::contender("bare HTTP/2 client", e);
+        let mut client = cg.wait_for(|| {
+            let mut c = bare_h2::BareClient::connect(&socket, PING_PATH, Duration::from_secs(30))?;
+            c.ping().map(|()| c)
+        })?;
+        for _ in 0..instructions::WARMUP {
+            client.ping().map_err(bare_err)?;
+        }
+        let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(bare_err)))?;
+        out.push(InstrCount {
+            label: label.into(),
+            client: "bare HTTP/2 client".into(),
+            pings: n,
+            instructions: count,
+        });
+        if !all_clients {
+            continue;
+        }
+        let connect = format!("unix://{}", socket.display());
+        if plan.guestctl.exists() {
+            let mut guestctl = std::process::Command::new(&plan.guestctl);
+            guestctl
+                .args(["--connect", &connect, "ping", "--count"])
+                .arg(n.to_string())
+                .args(["--interval-ms", "0"]);
+            let count = cg.count(|| crate::scratch::run(&mut guestctl).map(drop))?;
+            out.push(InstrCount {
+                label: label.into(),
+                client: "`guestctl ping --count N` (tonic; connecting included)".into(),
+                pings: n,
+                instructions: count,
+            });
+        }
+        if plan.python.exists() {
+            let gen_dir = scratch_path(&rig.scratch, "py-stubs", "");
+            let mut python = std::process::Command::new(&plan.python);
+            python
+                .arg(plan.root.join("bench/python/ping_series.py"))
+                .args(["--agent", &connect])
+                .arg("--proto-root")
+                .arg(plan.root.join("proto"))
+                .arg("--gen-dir")
+                .arg(&gen_dir)
+                .args(["--count", &n.to_string(), "--interval-ms", "0"])
+                .args(["--warmup", "0"])
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            let count = cg.count(|| crate::scratch::run(&mut python).map(drop))?;
+            out.push(InstrCount {
+                label: label.into(),
+                client: "Python's grpcio, one channel (connecting included)".into(),
+                pings: n,
+                instructions: count,
+            });
+        }
+    }
+    check_stop(stop)?;
+    let socket = scratch_path(&rig.scratch, "cg-qemu-ga", ".sock");
+    let state = socket.with_extension("state");
+    std::fs::create_dir_all(&state).map_err(BenchError::io("creating qemu-ga's statedir"))?;
+    let argv: Vec<OsString> = crate::contender::qga::qga_args(
+        &plan.qemu_ga,
+        &socket,
+        &state,
+        &socket.with_extension("pid"),
+    )
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    let mut cg = Callgrind::spawn("qemu-ga", &argv, &rig.scratch.root)?;
+    let qga_err = |e: std::io::Error| BenchError::contender("qemu-ga", e);
+    let mut client = cg.wait_for(|| {
+        let mut c = QgaPinger::connect(&socket)?;
+        c.ping().map(|()| c)
+    })?;
+    for _ in 0..instructions::WARMUP {
+        client.ping().map_err(qga_err)?;
+    }
+    let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(qga_err)))?;
+    out.push(InstrCount {
+        label: "qemu-ga".into(),
+        client: "JSON-line client".into(),
+        pings: n,
+        instructions: count,
+    });
+    Ok(out)
 }
 
 /// Start-up of the agent as a user runs it: cold then warm, `ready_runs` times each.

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::instructions::{self, InstrCount};
 use super::sys::{ProcStatus, SchedTotals};
 use super::{FootprintResults, ProcessRun};
 use crate::machine::Machine;
@@ -217,6 +218,45 @@ fn steps(out: &mut String, run: &ProcessRun) {
     out.push('\n');
 }
 
+/// The table of instructions per Ping, with each row against qemu-ga's.
+fn instructions(out: &mut String, counts: &[InstrCount]) {
+    let Some(first) = counts.first() else {
+        return;
+    };
+    let qga = counts
+        .iter()
+        .find(|c| c.label == "qemu-ga")
+        .map(InstrCount::per_ping);
+    let _ = writeln!(out, "### Instructions per Ping\n");
+    let _ = writeln!(
+        out,
+        "User-space instructions the server process executed (all threads, callgrind) over \
+         {} back-to-back Pings on one connection after {} unmeasured, divided by their \
+         number: unlike the round trips and CPU times above, this does not depend on the \
+         machine's speed or load. The kernel's side (syscalls, the eBPF programs) is not \
+         counted; the eBPF observer is off (its user-space share is background polling, in \
+         the ladder's CPU column). Clients run as separate processes, not counted; for \
+         `guestctl` and grpcio the count includes their connection set-up.\n",
+        first.pings,
+        instructions::WARMUP,
+    );
+    let _ = writeln!(
+        out,
+        "| server | client | instructions per Ping | vs qemu-ga |\n|---|---|---:|---:|"
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} |",
+            c.label,
+            c.client,
+            c.per_ping(),
+            qga.map_or("–".into(), |q| format!("{:.2}x", c.per_ping() / q))
+        );
+    }
+    out.push('\n');
+}
+
 /// The whole section, heading included.
 pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
     let mut out = String::new();
@@ -349,6 +389,7 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
             n = run.python_pings.len(),
         );
     }
+    instructions(&mut out, &r.instructions);
     let _ = writeln!(out, "### Start-up\n");
     let _ = writeln!(
         out,
@@ -466,9 +507,29 @@ mod tests {
                 warm: vec![Duration::from_millis(20)],
                 ..ReadyTimes::default()
             }],
+            instructions: vec![
+                InstrCount {
+                    label: "agent".into(),
+                    client: "bare".into(),
+                    pings: 1000,
+                    instructions: 60_000_000,
+                },
+                InstrCount {
+                    label: "qemu-ga".into(),
+                    client: "JSON".into(),
+                    pings: 1000,
+                    instructions: 80_000_000,
+                },
+            ],
             ..FootprintResults::default()
         };
         let text = render(&r, &FootprintInfo::default());
+        assert!(text.contains("| agent | bare | 60000 | 0.75x |"), "{text}");
+        assert!(
+            text.contains("| qemu-ga | JSON | 80000 | 1.00x |"),
+            "{text}"
+        );
+        assert!(text.contains("over 1000 back-to-back Pings"), "{text}");
         assert!(text.starts_with(SECTION));
         assert!(
             text.contains("| steady RSS after the workload | agent | 10.0 MiB | ≤ 12 MiB | met |"),
