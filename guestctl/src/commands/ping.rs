@@ -8,7 +8,8 @@ use super::{request, rpc, Ctx};
 use crate::error::CtlError;
 use crate::output::{emit, ping_line, PingReport};
 
-/// Sends `count` pings `interval` apart; text mode prints each answer as it arrives.
+/// Sends `count` pings `interval` apart (a zero interval sends each as soon as the previous
+/// one is answered); text mode prints each answer as it arrives.
 pub async fn run(ctx: &mut Ctx, count: u32, interval: Duration) -> Result<(), CtlError> {
     let mut report = PingReport {
         version: String::new(),
@@ -16,7 +17,7 @@ pub async fn run(ctx: &mut Ctx, count: u32, interval: Duration) -> Result<(), Ct
     };
     for i in 0..count {
         if i > 0 {
-            tokio::time::sleep(interval).await;
+            pace(interval).await;
         }
         let started = Instant::now();
         let pong = rpc(
@@ -36,4 +37,25 @@ pub async fn run(ctx: &mut Ctx, count: u32, interval: Duration) -> Result<(), Ct
         emit(&report, true)?;
     }
     Ok(())
+}
+
+/// The wait between two Pings. A zero interval does not wait at all: tokio's timer has a
+/// 1 ms resolution, and even a zero sleep waits for its next tick.
+async fn pace(interval: Duration) {
+    if !interval.is_zero() {
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_zero_interval_does_not_wait_for_the_timer() {
+        assert_eq!(pace(Duration::ZERO).now_or_never(), Some(()));
+        assert_eq!(pace(Duration::from_millis(50)).now_or_never(), None);
+    }
 }
