@@ -1,12 +1,14 @@
-//! Instructions per Ping, counted by callgrind: what a Ping costs the server process in its
-//! own code, a figure that does not depend on how fast or how loaded the machine is (round
-//! trips and CPU time do, several-fold between runs on a shared host).
+//! What a Ping costs the server process in its own code, counted by callgrind: instructions,
+//! misses of a simulated cache of fixed size and mispredicted branches. These do not depend
+//! on how fast or how loaded the machine is (round trips and CPU time do, several-fold between
+//! runs on a shared host), and the misses show what instruction counts hide: the same number
+//! of instructions costs far more time when its code does not fit the instruction cache.
 //!
-//! The server runs under `valgrind --tool=callgrind --instr-atstart=no`; after warm-up Pings,
-//! `callgrind_control -i on` starts counting, the measured Pings run, `-i off` stops, `-d`
-//! dumps, and the dump's `totals:` line is divided by the number of Pings. Every thread of
-//! the process is counted (background work in that window too); the kernel's side (syscalls,
-//! eBPF programs) is not.
+//! The server runs under `valgrind --tool=callgrind --instr-atstart=no` with cache and branch
+//! simulation; after warm-up Pings, `callgrind_control --instr=on` starts counting, the
+//! measured Pings run, `--instr=off` stops, `--dump` writes the counts, and the dump's
+//! `totals:` line is divided by the number of Pings. Every thread of the process is counted
+//! (background work in that window too); the kernel's side (syscalls, eBPF programs) is not.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead as _, BufReader, Write as _};
@@ -25,23 +27,60 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unmeasured Pings first, on the same connection.
 pub const WARMUP: usize = 20;
 
-/// Instructions one server executed over a number of Pings.
+/// The simulated caches: 32 KiB 8-way L1 for instructions and for data, a 2 MiB 16-way last
+/// level, 64-byte lines (a server core's share; fixed, so runs on different hosts compare).
+const CACHES: [&str; 3] = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=2097152,16,64"];
+
+/// Cycles charged per event by [`Events::estimated_cycles`]: the low end of what the
+/// cachegrind manual gives as typical (an L1 miss about 10 cycles, a mispredicted branch 10
+/// to 30, a last-level miss up to 200).
+const L1_MISS_CYCLES: u64 = 10;
+const MISPREDICT_CYCLES: u64 = 10;
+const LL_MISS_CYCLES: u64 = 100;
+
+/// Counts of one callgrind dump.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Instructions executed (`Ir`).
+    pub instructions: u64,
+    /// Instruction fetches that missed L1 (`I1mr`).
+    pub i1_misses: u64,
+    /// Data reads and writes that missed L1 (`D1mr + D1mw`).
+    pub d1_misses: u64,
+    /// Misses of the last level, instructions and data (`ILmr + DLmr + DLmw`).
+    pub ll_misses: u64,
+    /// Mispredicted conditional and indirect branches (`Bcm + Bim`).
+    pub mispredicts: u64,
+}
+
+impl Events {
+    /// Instructions plus each miss and misprediction at [`L1_MISS_CYCLES`],
+    /// [`LL_MISS_CYCLES`] and [`MISPREDICT_CYCLES`]: a rough cost in cycles.
+    pub fn estimated_cycles(&self) -> u64 {
+        self.instructions
+            + L1_MISS_CYCLES * (self.i1_misses + self.d1_misses)
+            + LL_MISS_CYCLES * self.ll_misses
+            + MISPREDICT_CYCLES * self.mispredicts
+    }
+}
+
+/// What one server's Pings cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstrCount {
+pub struct PingCost {
     /// The server and its configuration.
     pub label: String,
     /// The client that sent the Pings.
     pub client: String,
     /// Measured Pings.
     pub pings: usize,
-    /// Instructions executed (all threads) while they ran.
-    pub instructions: u64,
+    /// Counted (all threads) while they ran.
+    pub events: Events,
 }
 
-impl InstrCount {
-    /// Instructions per Ping.
-    pub fn per_ping(&self) -> f64 {
-        self.instructions as f64 / self.pings.max(1) as f64
+impl PingCost {
+    /// `f` of the counts, per Ping.
+    pub fn per_ping(&self, f: impl Fn(&Events) -> u64) -> f64 {
+        f(&self.events) as f64 / self.pings.max(1) as f64
     }
 }
 
@@ -57,20 +96,34 @@ pub fn available() -> bool {
     })
 }
 
-/// The sum of the `totals:` lines of a callgrind dump (one per event type; `Ir` only here).
-pub fn parse_totals(dump: &str) -> Option<u64> {
-    let totals: Vec<Option<u64>> = dump
-        .lines()
-        .filter_map(|l| l.strip_prefix("totals:"))
-        .map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .collect();
-    if totals.is_empty() {
-        return None;
-    }
-    totals.into_iter().sum()
+/// The counts of a callgrind dump: its `events:` line names the columns of its `totals:`
+/// line. `None` without both lines or without `Ir`; events not simulated count 0.
+pub fn parse_events(dump: &str) -> Option<Events> {
+    let line = |key: &str| dump.lines().find_map(|l| l.strip_prefix(key));
+    let names: Vec<&str> = line("events:")?.split_whitespace().collect();
+    let values: Vec<u64> = line("totals:")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let get = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i).copied())
+    };
+    let sum = |list: &[&str]| list.iter().filter_map(|n| get(n)).sum();
+    Some(Events {
+        instructions: get("Ir")?,
+        i1_misses: sum(&["I1mr"]),
+        d1_misses: sum(&["D1mr", "D1mw"]),
+        ll_misses: sum(&["ILmr", "DLmr", "DLmw"]),
+        mispredicts: sum(&["Bcm", "Bim"]),
+    })
 }
 
-/// A process running under callgrind with counting off until [`Callgrind::count`].
+/// A process running under callgrind (cache and branch simulation on) with counting off
+/// until [`Callgrind::count`].
 pub struct Callgrind {
     proc: ChildGuard,
     out: PathBuf,
@@ -92,6 +145,8 @@ impl Callgrind {
         let mut cmd = Command::new("valgrind");
         cmd.arg("--tool=callgrind")
             .arg("--instr-atstart=no")
+            .args(["--cache-sim=yes", "--branch-sim=yes"])
+            .args(CACHES)
             .arg(format!("--callgrind-out-file={}", out.display()))
             .args(argv);
         let proc = ChildGuard::spawn(name, cmd, &log)?;
@@ -149,11 +204,11 @@ impl Callgrind {
         }
     }
 
-    /// Instructions the process executes while `work` runs.
+    /// What the process executes while `work` runs.
     pub fn count(
         &mut self,
         work: impl FnOnce() -> Result<(), BenchError>,
-    ) -> Result<u64, BenchError> {
+    ) -> Result<Events, BenchError> {
         self.control(&["--instr=on"])?;
         let worked = work();
         self.control(&["--instr=off"])?;
@@ -173,7 +228,7 @@ impl Callgrind {
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         };
-        parse_totals(&text).ok_or_else(|| self.fail("no totals in the callgrind dump".into()))
+        parse_events(&text).ok_or_else(|| self.fail("no totals in the callgrind dump".into()))
     }
 }
 
@@ -221,23 +276,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn totals_are_read_from_a_dump() {
-        let dump = "version: 1\ncreator: callgrind-3.19.0\npart: 1\nevents: Ir\n\
-                    summary: 0\n\nfn=(1) main\n0 5\ntotals: 78197608\n";
-        assert_eq!(parse_totals(dump), Some(78_197_608));
-        assert_eq!(parse_totals("summary: 5\n"), None);
-        assert_eq!(parse_totals("totals: x\n"), None);
+    fn counts_are_read_by_their_event_names() {
+        let dump = "version: 1\ncreator: callgrind-3.19.0\npart: 1\n\
+                    events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim\n\
+                    summary: 0\n\nfn=(1) main\n0 5\n\
+                    totals: 1000 1 2 30 4 5 6 7 8 100 9 50 11\n";
+        let e = parse_events(dump).unwrap();
+        assert_eq!(
+            e,
+            Events {
+                instructions: 1000,
+                i1_misses: 30,
+                d1_misses: 9,
+                ll_misses: 21,
+                mispredicts: 20,
+            }
+        );
+        assert_eq!(e.estimated_cycles(), 1000 + 10 * 39 + 100 * 21 + 10 * 20);
+        // Without simulation only Ir is there; the misses count 0.
+        let plain = parse_events("events: Ir\ntotals: 78197608\n").unwrap();
+        assert_eq!(plain.instructions, 78_197_608);
+        assert_eq!(plain.estimated_cycles(), 78_197_608);
+        assert_eq!(parse_events("events: Ir\nsummary: 5\n"), None);
+        assert_eq!(parse_events("events: Ir\ntotals: x\n"), None);
+        assert_eq!(parse_events("events: Dr\ntotals: 5\n"), None);
     }
 
     #[test]
     fn per_ping_divides_by_the_pings() {
-        let c = InstrCount {
+        let c = PingCost {
             label: "a".into(),
             client: "b".into(),
             pings: 1000,
-            instructions: 79_132_762,
+            events: Events {
+                instructions: 79_132_762,
+                ..Events::default()
+            },
         };
-        assert!((c.per_ping() - 79_132.762).abs() < 1e-6);
+        assert!((c.per_ping(|e| e.instructions) - 79_132.762).abs() < 1e-6);
     }
 
     #[test]

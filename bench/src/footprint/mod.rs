@@ -9,8 +9,9 @@
 //! - **Ping latency** from a persistent client over the unix socket (tonic for the agent,
 //!   line-delimited JSON for qemu-ga), idle and while K loop filesystems are frozen with a
 //!   writer blocked on each.
-//! - **Instructions per Ping** ([`instructions`]): the server's user-space instructions under
-//!   callgrind, agent (from three clients) and qemu-ga; independent of the machine's speed.
+//! - **What a Ping costs in code** ([`callgrind`]): the server's instructions, simulated cache
+//!   misses and mispredicted branches per Ping, agent (from three clients) and qemu-ga;
+//!   independent of the machine's speed.
 //! - **Start-up**: spawn to first answer (for the agent that includes attaching eBPF: the
 //!   observer is loaded before the listeners open), cold (the binary evicted from the page
 //!   cache) and warm.
@@ -23,7 +24,7 @@
 //! (also on panic) before writers are joined and processes stopped.
 
 pub mod bare_h2;
-pub mod instructions;
+pub mod callgrind;
 pub mod otlp;
 pub mod report;
 pub mod sys;
@@ -43,7 +44,7 @@ use crate::contender::{scratch_path, Contender, ContenderKind};
 use crate::error::BenchError;
 use crate::scratch::{LoopFs, LoopFsOptions, Scratch};
 use crate::writer::{self, Writer, WriterConfig};
-use instructions::{Callgrind, InstrCount, QgaPinger};
+use callgrind::{Callgrind, PingCost, QgaPinger};
 use otlp::{OtlpCounts, OtlpReceiver};
 use sys::{BinarySize, ProcStatus, SchedTotals};
 
@@ -300,8 +301,8 @@ pub struct FootprintResults {
     pub ready: Vec<ReadyTimes>,
     /// Binary sizes.
     pub sizes: Vec<BinarySize>,
-    /// Instructions per Ping under callgrind (empty without valgrind).
-    pub instructions: Vec<InstrCount>,
+    /// What a Ping costs in code, under callgrind (empty without valgrind).
+    pub ping_costs: Vec<PingCost>,
     /// Irregularities worth a line.
     pub notes: Vec<String>,
 }
@@ -449,12 +450,12 @@ pub fn run(
         )?);
     }
 
-    if instructions::available() {
-        eprintln!("instructions per Ping (callgrind)");
-        results.instructions = instruction_counts(plan, &rig, &receiver, stop)?;
+    if callgrind::available() {
+        eprintln!("what a Ping costs in code (callgrind)");
+        results.ping_costs = ping_costs(plan, &rig, &receiver, stop)?;
     } else {
         results.notes.push(
-            "valgrind not found: instructions per Ping were not counted (`apt-get install \
+            "valgrind not found: what a Ping costs in code was not counted (`apt-get install \
              valgrind`; `make bench-footprint` installs it)."
                 .into(),
         );
@@ -494,16 +495,16 @@ pub fn run(
 /// The gRPC path of Ping, for the bare client.
 const PING_PATH: &str = "/boxlite.v1.Guest/Ping";
 
-/// Instructions per Ping under callgrind: the release agent without eBPF (valgrind runs the
+/// What a Ping costs in code, under callgrind: the release agent without eBPF (valgrind runs the
 /// user space only; the observer's share is in the ladder) from three clients, the agent
 /// with `/metrics` and OTLP export on from the bare client, and qemu-ga from its JSON-line
 /// client; `plan.pings` Pings each, back to back on one connection.
-fn instruction_counts(
+fn ping_costs(
     plan: &FootprintPlan,
     rig: &Rig,
     receiver: &OtlpReceiver,
     stop: &AtomicBool,
-) -> Result<Vec<InstrCount>, BenchError> {
+) -> Result<Vec<PingCost>, BenchError> {
     let n = plan.pings;
     let mut out = Vec::new();
     let configs = [
@@ -535,15 +536,15 @@ fn instruction_counts(
             let mut c = bare_h2::BareClient::connect(&socket, PING_PATH, Duration::from_secs(30))?;
             c.ping().map(|()| c)
         })?;
-        for _ in 0..instructions::WARMUP {
+        for _ in 0..callgrind::WARMUP {
             client.ping().map_err(bare_err)?;
         }
         let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(bare_err)))?;
-        out.push(InstrCount {
+        out.push(PingCost {
             label: label.into(),
             client: "bare HTTP/2 client".into(),
             pings: n,
-            instructions: count,
+            events: count,
         });
         if !all_clients {
             continue;
@@ -556,11 +557,11 @@ fn instruction_counts(
                 .arg(n.to_string())
                 .args(["--interval-ms", "0"]);
             let count = cg.count(|| crate::scratch::run(&mut guestctl).map(drop))?;
-            out.push(InstrCount {
+            out.push(PingCost {
                 label: label.into(),
                 client: "`guestctl ping --count N` (tonic; connecting included)".into(),
                 pings: n,
-                instructions: count,
+                events: count,
             });
         }
         if plan.python.exists() {
@@ -577,11 +578,11 @@ fn instruction_counts(
                 .args(["--warmup", "0"])
                 .env("PYTHONDONTWRITEBYTECODE", "1");
             let count = cg.count(|| crate::scratch::run(&mut python).map(drop))?;
-            out.push(InstrCount {
+            out.push(PingCost {
                 label: label.into(),
                 client: "Python's grpcio, one channel (connecting included)".into(),
                 pings: n,
-                instructions: count,
+                events: count,
             });
         }
     }
@@ -604,15 +605,15 @@ fn instruction_counts(
         let mut c = QgaPinger::connect(&socket)?;
         c.ping().map(|()| c)
     })?;
-    for _ in 0..instructions::WARMUP {
+    for _ in 0..callgrind::WARMUP {
         client.ping().map_err(qga_err)?;
     }
     let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(qga_err)))?;
-    out.push(InstrCount {
+    out.push(PingCost {
         label: "qemu-ga".into(),
         client: "JSON-line client".into(),
         pings: n,
-        instructions: count,
+        events: count,
     });
     Ok(out)
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::instructions::{self, InstrCount};
+use super::callgrind::{self, Events, PingCost};
 use super::sys::{ProcStatus, SchedTotals};
 use super::{FootprintResults, ProcessRun};
 use crate::machine::Machine;
@@ -218,40 +218,50 @@ fn steps(out: &mut String, run: &ProcessRun) {
     out.push('\n');
 }
 
-/// The table of instructions per Ping, with each row against qemu-ga's.
-fn instructions(out: &mut String, counts: &[InstrCount]) {
-    let Some(first) = counts.first() else {
+/// The table of what a Ping costs in code, with each row's estimated cycles against qemu-ga's.
+fn ping_costs(out: &mut String, costs: &[PingCost]) {
+    let Some(first) = costs.first() else {
         return;
     };
-    let qga = counts
+    let qga = costs
         .iter()
         .find(|c| c.label == "qemu-ga")
-        .map(InstrCount::per_ping);
-    let _ = writeln!(out, "### Instructions per Ping\n");
+        .map(|c| c.per_ping(Events::estimated_cycles));
+    let _ = writeln!(out, "### What a Ping costs in code\n");
     let _ = writeln!(
         out,
-        "User-space instructions the server process executed (all threads, callgrind) over \
-         {} back-to-back Pings on one connection after {} unmeasured, divided by their \
-         number: unlike the round trips and CPU times above, this does not depend on the \
-         machine's speed or load. The kernel's side (syscalls, the eBPF programs) is not \
-         counted; the eBPF observer is off (its user-space share is background polling, in \
-         the ladder's CPU column). Clients run as separate processes, not counted; for \
-         `guestctl` and grpcio the count includes their connection set-up.\n",
+        "Counted by callgrind in the server process (all threads, user space) over {} \
+         back-to-back Pings on one connection after {} unmeasured, per Ping: instructions, \
+         misses of a simulated cache of fixed size (32 KiB L1 for instructions and for data, \
+         2 MiB last level) and mispredicted branches; estimated cycles = instructions + 10 \
+         per L1 miss + 100 per last-level miss + 10 per misprediction (the low end of the \
+         cachegrind manual's typical costs). None of this depends on the machine's speed or \
+         load, unlike the round trips and CPU times above. Equal instruction counts are not \
+         equal costs: code that does not fit the instruction cache runs several times slower \
+         per instruction. The kernel's side (syscalls, the eBPF programs) is not counted; the \
+         eBPF observer is off (its user-space share is background polling, in the ladder's \
+         CPU column). Clients are separate processes, not counted; for `guestctl` and grpcio \
+         the count includes their connection set-up.\n",
         first.pings,
-        instructions::WARMUP,
+        callgrind::WARMUP,
     );
     let _ = writeln!(
         out,
-        "| server | client | instructions per Ping | vs qemu-ga |\n|---|---|---:|---:|"
+        "| server | client | instructions | I1 misses | D1 misses | LL misses | mispredicted branches | estimated cycles | vs qemu-ga |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for c in counts {
+    for c in costs {
+        let cycles = c.per_ping(Events::estimated_cycles);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {cycles:.0} | {} |",
             c.label,
             c.client,
-            c.per_ping(),
-            qga.map_or("–".into(), |q| format!("{:.2}x", c.per_ping() / q))
+            c.per_ping(|e| e.instructions),
+            c.per_ping(|e| e.i1_misses),
+            c.per_ping(|e| e.d1_misses),
+            c.per_ping(|e| e.ll_misses),
+            c.per_ping(|e| e.mispredicts),
+            qga.map_or("–".into(), |q| format!("{:.2}x", cycles / q))
         );
     }
     out.push('\n');
@@ -389,7 +399,7 @@ pub fn render(r: &FootprintResults, info: &FootprintInfo) -> String {
             n = run.python_pings.len(),
         );
     }
-    instructions(&mut out, &r.instructions);
+    ping_costs(&mut out, &r.ping_costs);
     let _ = writeln!(out, "### Start-up\n");
     let _ = writeln!(
         out,
@@ -507,26 +517,39 @@ mod tests {
                 warm: vec![Duration::from_millis(20)],
                 ..ReadyTimes::default()
             }],
-            instructions: vec![
-                InstrCount {
+            ping_costs: vec![
+                PingCost {
                     label: "agent".into(),
                     client: "bare".into(),
                     pings: 1000,
-                    instructions: 60_000_000,
+                    events: Events {
+                        instructions: 60_000_000,
+                        i1_misses: 3_000_000,
+                        d1_misses: 500_000,
+                        ll_misses: 10_000,
+                        mispredicts: 1_000_000,
+                    },
                 },
-                InstrCount {
+                PingCost {
                     label: "qemu-ga".into(),
                     client: "JSON".into(),
                     pings: 1000,
-                    instructions: 80_000_000,
+                    events: Events {
+                        instructions: 80_000_000,
+                        ..Events::default()
+                    },
                 },
             ],
             ..FootprintResults::default()
         };
         let text = render(&r, &FootprintInfo::default());
-        assert!(text.contains("| agent | bare | 60000 | 0.75x |"), "{text}");
+        // 60000 + 10 * (3000 + 500) + 100 * 10 + 10 * 1000 = 106000 cycles per Ping.
         assert!(
-            text.contains("| qemu-ga | JSON | 80000 | 1.00x |"),
+            text.contains("| agent | bare | 60000 | 3000 | 500 | 10.0 | 1000 | 106000 | 1.32x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| qemu-ga | JSON | 80000 | 0 | 0 | 0.0 | 0 | 80000 | 1.00x |"),
             "{text}"
         );
         assert!(text.contains("over 1000 back-to-back Pings"), "{text}");
