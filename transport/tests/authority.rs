@@ -123,3 +123,80 @@ async fn a_valid_authority_is_kept() {
         assert_eq!(got.as_deref(), Ok(authority));
     }
 }
+
+/// HEADERS (END_STREAM) of a request on `stream` with `authority`, literals only.
+fn request_frame(stream: u32, authority: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/boxlite.v1.Guest/Ping"),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        literal(&mut block, n, v);
+    }
+    frame(0x1, 0x4 | 0x1, stream, &block)
+}
+
+#[tokio::test]
+async fn after_a_valid_first_request_the_connection_is_read_straight_through() {
+    // The second request arrives in a later read, after the first settled the connection:
+    // it reaches h2 unchanged (served), and a third with a socket-path authority is
+    // refused by h2 itself, as it would be on TCP.
+    let (server, mut peer) = tokio::io::duplex(1 << 16);
+    let (accepted, wait) = tokio::sync::oneshot::channel::<()>();
+    let client = tokio::spawn(async move {
+        peer.write_all(&client_bytes("localhost")).await.unwrap();
+        wait.await.unwrap();
+        peer.write_all(&request_frame(3, "localhost:2695"))
+            .await
+            .unwrap();
+        peer.write_all(&request_frame(5, "%2Fvar%2Ftmp%2Fagent.sock"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rst_stream_on(&got, 5).is_none() {
+            match tokio::time::timeout_at(deadline, peer.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        // The connection stays open (the peer is returned) until the server side is done.
+        (got, peer)
+    });
+    let mut conn = h2::server::handshake(RelaxedAuthority::new(server))
+        .await
+        .unwrap();
+    let mut authorities = Vec::new();
+    let mut accepted = Some(accepted);
+    let serve = async {
+        while let Some(Ok((req, _respond))) = conn.accept().await {
+            authorities.push(req.uri().authority().unwrap().to_string());
+            if let Some(tx) = accepted.take() {
+                tx.send(()).unwrap();
+            }
+        }
+    };
+    let (got, _peer) = tokio::select! {
+        done = client => done.unwrap(),
+        () = serve => panic!("the connection ended early"),
+    };
+    assert_eq!(authorities, ["localhost", "localhost:2695"]);
+    assert_eq!(rst_stream_on(&got, 5), Some(1), "server sent {got:?}");
+}
+
+/// The error code of an RST_STREAM on `stream` in the server's bytes.
+fn rst_stream_on(mut bytes: &[u8], stream: u32) -> Option<u32> {
+    while bytes.len() >= 13 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes[3] == 0x3 && bytes[5..9] == stream.to_be_bytes() {
+            return Some(u32::from_be_bytes(bytes[9..13].try_into().unwrap()));
+        }
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    None
+}

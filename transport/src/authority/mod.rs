@@ -79,6 +79,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for RelaxedAuthority<S> {
             if this.drain_into(buf) || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            if this.rewriter.is_passthrough() {
+                // Nothing left to inspect on this connection: read straight through.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             // Read into the caller's buffer, hand the bytes to the rewriter, then give the
             // space back: what the caller gets is the rewriter's output.
             let before = buf.filled().len();

@@ -14,6 +14,13 @@
 //! stays as it was and nothing refers to it again; the rewriter's own decoder keeps
 //! following the client's table. A connection that does not start with the HTTP/2 preface
 //! (HTTP/1.1 on the metrics listener, say) is passed through untouched.
+//!
+//! A client sends the same `:authority` on every call of a channel (grpc-go and tonic
+//! `localhost`, grpc-core the encoded path, grpc-java the path), so once a connection's
+//! first block carries a valid one and went through unchanged, the rest of the connection is
+//! passed through untouched too, and its later requests cost nothing here. A client that
+//! switched to an invalid authority after that would get h2's
+//! `RST_STREAM(PROTOCOL_ERROR)` for that call, as on TCP.
 
 use super::hpack::{HpackDecoder, Value};
 
@@ -66,7 +73,8 @@ pub enum RewriteError {
 enum State {
     /// Matching the connection preface; `0..n` bytes of it seen.
     Preface(usize),
-    /// Not HTTP/2 with prior knowledge: forward everything.
+    /// Forward everything: not HTTP/2 with prior knowledge, or a first header block with
+    /// a valid authority was forwarded unchanged.
     Passthrough,
     /// Reading a 9-byte frame header.
     Header {
@@ -165,6 +173,12 @@ impl AuthorityRewriter {
     /// How many header blocks had their `:authority` replaced so far.
     pub fn rewritten(&self) -> u64 {
         self.rewritten
+    }
+
+    /// True once everything is forwarded as it comes (see [`State::Passthrough`]): a reader
+    /// may then skip [`Self::feed`] once [`Self::output`] is drained.
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self.state, State::Passthrough)
     }
 
     /// Bytes ready for the server; drain what was consumed.
@@ -324,6 +338,7 @@ impl AuthorityRewriter {
         encoded.clear();
         let mut decoded = 0usize;
         let mut changed = false;
+        let mut authority_kept = false;
         self.decoder
             .decode(&block.fragments, |name, value| {
                 // Values left Huffman-coded count at their longest decoding.
@@ -340,7 +355,10 @@ impl AuthorityRewriter {
                         encode_literal(encoded, name, Value::Decoded(REPLACEMENT.as_bytes()));
                         changed = true;
                     }
-                    value => encode_literal(encoded, name, value),
+                    value => {
+                        authority_kept |= name == b":authority";
+                        encode_literal(encoded, name, value);
+                    }
                 }
             })
             .map_err(|e| RewriteError::Hpack(e.to_string()))?;
@@ -355,6 +373,13 @@ impl AuthorityRewriter {
             emit_block(&mut self.out, &block, &self.encoded);
         } else {
             self.out.extend_from_slice(&block.raw);
+            if authority_kept {
+                // The server's table mirrors the client's and stays so: nothing more to do
+                // (see the module docs). The decoder's table and buffers are freed.
+                self.state = State::Passthrough;
+                self.decoder = HpackDecoder::new();
+                self.encoded = Vec::new();
+            }
         }
         Ok(())
     }

@@ -101,6 +101,64 @@ fn a_valid_authority_passes_through_byte_for_byte() {
 }
 
 #[test]
+fn after_a_first_valid_authority_the_connection_is_not_inspected() {
+    // A valid first request settles the connection: a later invalid authority is forwarded
+    // as sent (h2 then refuses that call, as on TCP), and so is anything that would have
+    // been a protocol error for the rewriter; the output is the input, however it arrives.
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    let b1 = encode(&mut enc, &request_headers(b"localhost"));
+    input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &b1));
+    input.extend(frame(0x0, FLAG_END_STREAM, 1, &[0, 0, 0, 0, 0]));
+    let b2 = encode(&mut enc, &request_headers(SOCKET_AUTHORITY));
+    input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &b2));
+    input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, &[0xff; 8]));
+    for chunk in [1, 9, 50, 4096] {
+        let mut rw = AuthorityRewriter::new();
+        for part in input.chunks(chunk) {
+            rw.feed(part).unwrap();
+        }
+        assert!(rw.is_passthrough(), "chunk {chunk}");
+        assert_eq!(rw.rewritten(), 0);
+        assert_eq!(*rw.output(), input, "chunk {chunk}");
+    }
+    // Settled exactly at the end of the first block: the frame after it is not inspected.
+    let mut rw = AuthorityRewriter::new();
+    rw.feed(&input[..PREFACE.len() + 9 + b1.len()]).unwrap();
+    assert!(rw.is_passthrough());
+}
+
+#[test]
+fn a_block_without_an_authority_or_with_a_rewritten_one_does_not_settle() {
+    // No :authority (e.g. a request carrying only `host`): still inspected, so a later
+    // socket-path authority is replaced.
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    let no_authority: Vec<_> = request_headers(b"")
+        .into_iter()
+        .filter(|(n, _)| *n != b":authority")
+        .collect();
+    let b1 = encode(&mut enc, &no_authority);
+    input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &b1));
+    let mut rw = AuthorityRewriter::new();
+    rw.feed(&input).unwrap();
+    assert!(!rw.is_passthrough());
+    let b2 = encode(&mut enc, &request_headers(SOCKET_AUTHORITY));
+    input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &b2));
+    let mut rw = AuthorityRewriter::new();
+    rw.feed(&input).unwrap();
+    assert_eq!(rw.rewritten(), 1);
+    assert!(!rw.is_passthrough());
+    let (blocks, _) = server_view(rw.output());
+    assert_eq!(authority_of(&blocks[1].2), b"localhost");
+    // A rewritten connection stays inspected: every later block must be re-encoded.
+    let mut rw = AuthorityRewriter::new();
+    rw.feed(&connection(SOCKET_AUTHORITY)).unwrap();
+    assert!(!rw.is_passthrough());
+    assert_eq!(rw.rewritten(), 2);
+}
+
+#[test]
 fn http1_is_not_touched() {
     let input = b"GET /metrics HTTP/1.1\r\nHost: /weird path\r\n\r\n".to_vec();
     for chunk in [1, 3, 100] {
