@@ -10,6 +10,7 @@
 //! `totals:` line is divided by the number of Pings. Every thread of the process is counted
 //! (background work in that window too); the kernel's side (syscalls, eBPF programs) is not.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
@@ -51,6 +52,8 @@ pub struct Events {
     pub ll_misses: u64,
     /// Mispredicted conditional and indirect branches (`Bcm + Bim`).
     pub mispredicts: u64,
+    /// Calls into the C allocator ([`ALLOCATORS`]; Rust's global allocator is malloc here).
+    pub allocations: u64,
 }
 
 impl Events {
@@ -96,8 +99,57 @@ pub fn available() -> bool {
     })
 }
 
+/// The C allocator's allocating entry points, whose calls [`Events::allocations`] counts.
+pub const ALLOCATORS: [&str; 6] = [
+    "malloc",
+    "calloc",
+    "realloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+];
+
+/// Calls of [`ALLOCATORS`] in a callgrind dump: the `calls=N` line after each `cfn=` naming
+/// one. Function names may be compressed: `(id) name` defines an id, `(id)` refers to it.
+pub fn parse_allocations(dump: &str) -> u64 {
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut callee: Option<&str> = None;
+    let mut total = 0;
+    for line in dump.lines() {
+        if let Some(spec) = line.strip_prefix("fn=") {
+            resolve(&mut names, spec);
+        } else if let Some(spec) = line.strip_prefix("cfn=") {
+            callee = resolve(&mut names, spec);
+        } else if let Some(rest) = line.strip_prefix("calls=") {
+            if callee.is_some_and(|name| ALLOCATORS.contains(&name)) {
+                total += rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The function name of a `fn=`/`cfn=` value, recording a compressed name's id.
+fn resolve<'a>(names: &mut HashMap<&'a str, &'a str>, spec: &'a str) -> Option<&'a str> {
+    match spec.strip_prefix('(').and_then(|s| s.split_once(')')) {
+        Some((id, rest)) => match rest.trim_start() {
+            "" => names.get(id).copied(),
+            name => {
+                names.insert(id, name);
+                Some(name)
+            }
+        },
+        None => Some(spec),
+    }
+}
+
 /// The counts of a callgrind dump: its `events:` line names the columns of its `totals:`
-/// line. `None` without both lines or without `Ir`; events not simulated count 0.
+/// line, allocations come from its call records. `None` without both lines or without
+/// `Ir`; events not simulated count 0.
 pub fn parse_events(dump: &str) -> Option<Events> {
     let line = |key: &str| dump.lines().find_map(|l| l.strip_prefix(key));
     let names: Vec<&str> = line("events:")?.split_whitespace().collect();
@@ -119,6 +171,7 @@ pub fn parse_events(dump: &str) -> Option<Events> {
         d1_misses: sum(&["D1mr", "D1mw"]),
         ll_misses: sum(&["ILmr", "DLmr", "DLmw"]),
         mispredicts: sum(&["Bcm", "Bim"]),
+        allocations: parse_allocations(dump),
     })
 }
 
@@ -290,6 +343,7 @@ mod tests {
                 d1_misses: 9,
                 ll_misses: 21,
                 mispredicts: 20,
+                allocations: 0,
             }
         );
         assert_eq!(e.estimated_cycles(), 1000 + 10 * 39 + 100 * 21 + 10 * 20);
@@ -300,6 +354,24 @@ mod tests {
         assert_eq!(parse_events("events: Ir\nsummary: 5\n"), None);
         assert_eq!(parse_events("events: Ir\ntotals: x\n"), None);
         assert_eq!(parse_events("events: Dr\ntotals: 5\n"), None);
+    }
+
+    #[test]
+    fn allocations_are_the_calls_into_the_allocator() {
+        let dump = "events: Ir\n\
+                    fn=(1) main\n\
+                    cfn=(2) malloc\ncalls=3 0\n0 30\n\
+                    cfn=(3) free\ncalls=3 0\n0 20\n\
+                    cfn=(4) h2::poll\ncalls=1 0\n0 500\n\
+                    fn=(4)\n\
+                    cfn=(2)\ncalls=4 0\n0 40\n\
+                    cfn=realloc\ncalls=1 0\n0 9\n\
+                    cfn=(5) posix_memalign\ncalls=2 0\n0 9\n\
+                    fn=(2)\n0 70\n\
+                    totals: 600\n";
+        assert_eq!(parse_allocations(dump), 3 + 4 + 1 + 2);
+        assert_eq!(parse_events(dump).unwrap().allocations, 10);
+        assert_eq!(parse_allocations("events: Ir\ntotals: 5\n"), 0);
     }
 
     #[test]

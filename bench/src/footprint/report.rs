@@ -233,7 +233,8 @@ fn ping_costs(out: &mut String, costs: &[PingCost]) {
         "Counted by callgrind in the server process (all threads, user space) over {} \
          back-to-back Pings on one connection after {} unmeasured, per Ping: instructions, \
          misses of a simulated cache of fixed size (32 KiB L1 for instructions and for data, \
-         2 MiB last level) and mispredicted branches; estimated cycles = instructions + 10 \
+         2 MiB last level), mispredicted branches and calls into the allocator (malloc, \
+         realloc, posix_memalign, ...); estimated cycles = instructions + 10 \
          per L1 miss + 100 per last-level miss + 10 per misprediction (the low end of the \
          cachegrind manual's typical costs). None of this depends on the machine's speed or \
          load, unlike the round trips and CPU times above. Equal instruction counts are not \
@@ -247,13 +248,13 @@ fn ping_costs(out: &mut String, costs: &[PingCost]) {
     );
     let _ = writeln!(
         out,
-        "| server | client | instructions | I1 misses | D1 misses | LL misses | mispredicted branches | estimated cycles | vs qemu-ga |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| server | client | instructions | I1 misses | D1 misses | LL misses | mispredicted branches | allocations | estimated cycles | vs qemu-ga |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in costs {
         let cycles = c.per_ping(Events::estimated_cycles);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {cycles:.0} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {cycles:.0} | {} |",
             c.label,
             c.client,
             c.per_ping(|e| e.instructions),
@@ -261,6 +262,7 @@ fn ping_costs(out: &mut String, costs: &[PingCost]) {
             c.per_ping(|e| e.d1_misses),
             c.per_ping(|e| e.ll_misses),
             c.per_ping(|e| e.mispredicts),
+            c.per_ping(|e| e.allocations),
             qga.map_or("–".into(), |q| format!("{:.2}x", cycles / q))
         );
     }
@@ -528,6 +530,7 @@ mod tests {
                         d1_misses: 500_000,
                         ll_misses: 10_000,
                         mispredicts: 1_000_000,
+                        allocations: 40_500,
                     },
                 },
                 PingCost {
@@ -545,11 +548,13 @@ mod tests {
         let text = render(&r, &FootprintInfo::default());
         // 60000 + 10 * (3000 + 500) + 100 * 10 + 10 * 1000 = 106000 cycles per Ping.
         assert!(
-            text.contains("| agent | bare | 60000 | 3000 | 500 | 10.0 | 1000 | 106000 | 1.32x |"),
+            text.contains(
+                "| agent | bare | 60000 | 3000 | 500 | 10.0 | 1000 | 40.5 | 106000 | 1.32x |"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("| qemu-ga | JSON | 80000 | 0 | 0 | 0.0 | 0 | 80000 | 1.00x |"),
+            text.contains("| qemu-ga | JSON | 80000 | 0 | 0 | 0.0 | 0 | 0.0 | 80000 | 1.00x |"),
             "{text}"
         );
         assert!(text.contains("over 1000 back-to-back Pings"), "{text}");
