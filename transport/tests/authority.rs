@@ -27,20 +27,9 @@ fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Preface, empty SETTINGS, and one complete gRPC-style request with `authority`.
 fn client_bytes(authority: &str) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (n, v) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/boxlite.v1.Guest/Ping"),
-        (":authority", authority),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        literal(&mut block, n, v);
-    }
     let mut out = PREFACE.to_vec();
     out.extend(frame(0x4, 0, 0, &[]));
-    out.extend(frame(0x1, 0x4 | 0x1, 1, &block));
+    out.extend(request_frame(1, authority));
     out
 }
 

@@ -285,6 +285,20 @@ impl Callgrind {
     }
 }
 
+impl Callgrind {
+    /// [`WARMUP`] unmeasured calls of `ping`, then what the process executes over `n` more.
+    pub fn count_pings(
+        &mut self,
+        n: usize,
+        mut ping: impl FnMut() -> Result<(), BenchError>,
+    ) -> Result<Events, BenchError> {
+        for _ in 0..WARMUP {
+            ping()?;
+        }
+        self.count(|| (0..n).try_for_each(|_| ping()))
+    }
+}
+
 /// A line-delimited JSON client of qemu-ga's guest-ping.
 pub struct QgaPinger {
     reader: BufReader<UnixStream>,

@@ -536,10 +536,7 @@ fn ping_costs(
             let mut c = bare_h2::BareClient::connect(&socket, PING_PATH, Duration::from_secs(30))?;
             c.ping().map(|()| c)
         })?;
-        for _ in 0..callgrind::WARMUP {
-            client.ping().map_err(bare_err)?;
-        }
-        let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(bare_err)))?;
+        let count = cg.count_pings(n, || client.ping().map_err(bare_err))?;
         out.push(PingCost {
             label: label.into(),
             client: "bare HTTP/2 client".into(),
@@ -605,10 +602,7 @@ fn ping_costs(
         let mut c = QgaPinger::connect(&socket)?;
         c.ping().map(|()| c)
     })?;
-    for _ in 0..callgrind::WARMUP {
-        client.ping().map_err(qga_err)?;
-    }
-    let count = cg.count(|| (0..n).try_for_each(|_| client.ping().map_err(qga_err)))?;
+    let count = cg.count_pings(n, || client.ping().map_err(qga_err))?;
     out.push(PingCost {
         label: "qemu-ga".into(),
         client: "JSON-line client".into(),
