@@ -18,9 +18,10 @@
 //! A client sends the same `:authority` on every call of a channel (grpc-go and tonic
 //! `localhost`, grpc-core the encoded path, grpc-java the path), so once a connection's
 //! first block carries a valid one and went through unchanged, the rest of the connection is
-//! passed through untouched too, and its later requests cost nothing here. A client that
-//! switched to an invalid authority after that would get h2's
-//! `RST_STREAM(PROTOCOL_ERROR)` for that call, as on TCP.
+//! passed through untouched too, and its later requests cost nothing here (h2's own limits
+//! on header lists and CONTINUATION floods still apply to them). A client that switched to
+//! an invalid authority after that would get h2's `RST_STREAM(PROTOCOL_ERROR)` for that
+//! call, as on TCP.
 
 use super::hpack::{HpackDecoder, Value};
 
