@@ -25,11 +25,69 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a freshly started qemu-ga to answer `guest-sync`.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A client of qemu-ga's JSON protocol on its unix socket: one command per line, one answer
+/// per line.
+pub struct QgaClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl QgaClient {
+    /// Connects to `socket`; every read and write is bounded by `timeout`.
+    pub fn connect(socket: &Path, timeout: Duration) -> std::io::Result<Self> {
+        let stream = UnixStream::connect(socket)?;
+        Self::over(stream, timeout)
+    }
+
+    fn over(stream: UnixStream, timeout: Duration) -> std::io::Result<Self> {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Self {
+            writer: stream.try_clone()?,
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one command and returns its `return` value; an `error` answer, a closed
+    /// connection or an I/O error is the `Err` text.
+    pub fn call(&mut self, cmd: &Value) -> Result<Value, String> {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| e.to_string())?;
+        loop {
+            let mut answer = String::new();
+            match self.reader.read_line(&mut answer) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let Ok(v) = serde_json::from_str::<Value>(answer.trim()) else {
+                continue; // e.g. a stray delimiter byte
+            };
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(err) = v.get("error") {
+                return Err(err.to_string());
+            }
+        }
+    }
+
+    /// `guest-ping`, whose only correct answer is an empty object.
+    pub fn ping(&mut self) -> Result<(), String> {
+        match self.call(&json!({"execute": "guest-ping"}))? {
+            r if r == json!({}) => Ok(()),
+            r => Err(format!("guest-ping answered {r}")),
+        }
+    }
+}
+
 /// A running qemu-ga and a connected JSON client.
 pub struct QgaContender {
     proc: ChildGuard,
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    client: QgaClient,
     next_id: u64,
     log: PathBuf,
     mount_root: PathBuf,
@@ -99,17 +157,11 @@ impl QgaContender {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-            .map_err(BenchError::io("qemu-ga socket timeouts"))?;
-        let writer = stream
-            .try_clone()
-            .map_err(BenchError::io("qemu-ga socket"))?;
+        let client =
+            QgaClient::over(stream, IO_TIMEOUT).map_err(BenchError::io("qemu-ga socket"))?;
         let mut this = Self {
             proc,
-            reader: BufReader::new(stream),
-            writer,
+            client,
             next_id: 1,
             log,
             mount_root: scratch.mount_root(),
@@ -149,29 +201,8 @@ impl QgaContender {
 
     /// Sends one command and returns its `return` value.
     fn call(&mut self, cmd: &Value) -> Result<Value, BenchError> {
-        let what = cmd["execute"].as_str().unwrap_or("?").to_owned();
-        let mut line = cmd.to_string();
-        line.push('\n');
-        if let Err(e) = self.writer.write_all(line.as_bytes()) {
-            return Err(self.fail(&what, e));
-        }
-        loop {
-            let mut answer = String::new();
-            match self.reader.read_line(&mut answer) {
-                Ok(0) => return Err(self.fail(&what, "connection closed")),
-                Ok(_) => {}
-                Err(e) => return Err(self.fail(&what, e)),
-            }
-            let Ok(v) = serde_json::from_str::<Value>(answer.trim()) else {
-                continue; // e.g. a stray delimiter byte
-            };
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(err) = v.get("error") {
-                return Err(self.fail(&what, err));
-            }
-        }
+        let answer = self.client.call(cmd);
+        answer.map_err(|e| self.fail(cmd["execute"].as_str().unwrap_or("?"), e))
     }
 }
 
@@ -211,7 +242,8 @@ impl Contender for QgaContender {
     }
 
     fn ping(&mut self) -> Option<Result<(), BenchError>> {
-        Some(self.call(&json!({"execute": "guest-ping"})).map(drop))
+        let answer = self.client.ping();
+        Some(answer.map_err(|e| self.fail("guest-ping", e)))
     }
 
     fn memory(&self) -> Option<Memory> {
@@ -226,6 +258,42 @@ impl Contender for QgaContender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client over one end of a socket pair whose other end answers each line it reads
+    /// with the next of `answers`, then reads one more line and hangs up without answering.
+    fn scripted(answers: &'static [&'static str]) -> QgaClient {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(theirs.try_clone().unwrap());
+            let mut writer = theirs;
+            for a in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                assert!(line.ends_with('\n'), "one command per line: {line:?}");
+                writer.write_all(a.as_bytes()).unwrap();
+            }
+            let _ = reader.read_line(&mut String::new());
+        });
+        QgaClient::over(ours, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn only_an_empty_return_answers_guest_ping() {
+        let mut c = scripted(&[
+            "{\"return\": {}}\n",
+            "not json\n{\"return\": {}}\n",
+            "{\"return\": {\"x\": 1}}\n",
+            "{\"error\": {\"class\": \"GenericError\"}}\n",
+        ]);
+        assert_eq!(c.ping(), Ok(()));
+        // A line that is not JSON before the answer is skipped.
+        assert_eq!(c.ping(), Ok(()));
+        assert!(c.ping().unwrap_err().contains("\"x\""));
+        assert!(c.ping().unwrap_err().contains("GenericError"));
+        assert_eq!(c.ping(), Err("connection closed".into()));
+    }
 
     #[test]
     fn freeze_everything_is_blocked_and_state_stays_in_the_scratch_dir() {

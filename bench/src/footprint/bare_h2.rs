@@ -65,6 +65,9 @@ fn protocol(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The gRPC path of Ping.
+pub const PING_PATH: &str = "/boxlite.v1.Guest/Ping";
+
 impl BareClient {
     /// Connects to `socket` and sends the preface, empty SETTINGS and the window grant;
     /// `path` is the gRPC method to call (`/boxlite.v1.Guest/Ping`).
@@ -195,7 +198,7 @@ fn ping_version(msg: &[u8]) -> io::Result<&str> {
 /// `n` Pings on one connection, one every `interval`, after 20 unmeasured ones; each must
 /// answer a `PingResponse` with a version.
 pub fn ping_series(socket: &Path, n: usize, interval: Duration) -> io::Result<Vec<Duration>> {
-    let mut c = BareClient::connect(socket, "/boxlite.v1.Guest/Ping", Duration::from_secs(5))?;
+    let mut c = BareClient::connect(socket, PING_PATH, Duration::from_secs(5))?;
     for _ in 0..20 {
         c.ping()?;
     }
@@ -263,8 +266,7 @@ mod tests {
         let path = dir.path().join("s.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || serve(listener, b"\x0a\x050.1.0".to_vec(), 3));
-        let mut c =
-            BareClient::connect(&path, "/boxlite.v1.Guest/Ping", Duration::from_secs(5)).unwrap();
+        let mut c = BareClient::connect(&path, PING_PATH, Duration::from_secs(5)).unwrap();
         for stream in [1, 3, 5] {
             assert_eq!(c.next_stream, stream);
             assert_eq!(c.call().unwrap(), b"\x0a\x050.1.0");

@@ -39,12 +39,12 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 use crate::contender::agent::AgentContender;
-use crate::contender::qga::QgaContender;
+use crate::contender::qga::{QgaClient, QgaContender};
 use crate::contender::{scratch_path, Contender, ContenderKind};
 use crate::error::BenchError;
 use crate::scratch::{LoopFs, LoopFsOptions, Scratch};
 use crate::writer::{self, Writer, WriterConfig};
-use callgrind::{Callgrind, PingCost, QgaPinger};
+use callgrind::{Callgrind, PingCost};
 use otlp::{OtlpCounts, OtlpReceiver};
 use sys::{BinarySize, ProcStatus, SchedTotals};
 
@@ -492,9 +492,6 @@ pub fn run(
     Ok(results)
 }
 
-/// The gRPC path of Ping, for the bare client.
-const PING_PATH: &str = "/boxlite.v1.Guest/Ping";
-
 /// What a Ping costs in code, under callgrind: the release agent without eBPF (valgrind runs the
 /// user space only; the observer's share is in the ladder) from three clients, the agent
 /// with `/metrics` and OTLP export on from the bare client, and qemu-ga from its JSON-line
@@ -533,7 +530,8 @@ fn ping_costs(
         let mut cg = Callgrind::spawn(label, &argv, &rig.scratch.root)?;
         let bare_err = |e: std::io::Error| BenchError::contender("bare HTTP/2 client", e);
         let mut client = cg.wait_for(|| {
-            let mut c = bare_h2::BareClient::connect(&socket, PING_PATH, Duration::from_secs(30))?;
+            let mut c =
+                bare_h2::BareClient::connect(&socket, bare_h2::PING_PATH, Duration::from_secs(30))?;
             c.ping().map(|()| c)
         })?;
         let count = cg.count_pings(n, || client.ping().map_err(bare_err))?;
@@ -597,10 +595,10 @@ fn ping_costs(
     .map(Into::into)
     .collect();
     let mut cg = Callgrind::spawn("qemu-ga", &argv, &rig.scratch.root)?;
-    let qga_err = |e: std::io::Error| BenchError::contender("qemu-ga", e);
+    let qga_err = |e: String| BenchError::contender("qemu-ga", e);
     let mut client = cg.wait_for(|| {
-        let mut c = QgaPinger::connect(&socket)?;
-        c.ping().map(|()| c)
+        let mut c = QgaClient::connect(&socket, Duration::from_secs(30))?;
+        c.ping().map_err(std::io::Error::other).map(|()| c)
     })?;
     let count = cg.count_pings(n, || client.ping().map_err(qga_err))?;
     out.push(PingCost {
